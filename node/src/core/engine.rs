@@ -1,0 +1,1304 @@
+//! The protocol state machine: election, sync and broadcast, with no I/O.
+//!
+//! `Engine::step(event)` returns a list of [`Output`]s. The caller must carry them out
+//! **in order**, and every [`Output::Persist`] must be durable before any later `Send`,
+//! `Apply` or `Reply` of the same batch leaves the process. A runtime may group the
+//! persists of several steps into one transaction and delay the sends behind it: delaying
+//! a send is always safe, sending before persisting is not (that is how ZooKeeper lost
+//! committed data, ZOOKEEPER-3911).
+//!
+//! Time comes only from `Event::Tick { now_ms }`; randomness from a seeded generator.
+
+use std::collections::BTreeMap;
+
+use super::message::{EpochSummary, Message};
+use super::types::{Credentials, Entry, NodeId, Op, RoundResult, Zxid};
+use crate::game::{Game, GameError};
+
+/// Identifies a client request inside one runtime.
+pub type RequestId = u64;
+
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_ms: 100,
+            election_timeout_ms: 1000,
+        }
+    }
+}
+
+/// What survived on disk: handed to [`Engine::new`] at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persistent {
+    pub accepted_epoch: u64,
+    pub current_epoch: u64,
+    pub log: Vec<Entry>,
+    pub committed: Zxid,
+}
+
+/// A change to durable state. Carried out atomically per batch by the storage layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageOp {
+    SetAcceptedEpoch(u64),
+    /// Recorded only after the entries of the sync it concludes.
+    SetCurrentEpoch(u64),
+    /// Remove every entry after this zxid.
+    TruncateAfter(Zxid),
+    Append(Vec<Entry>),
+    SetCommitted(Zxid),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOp {
+    Write { client: String, value: u32 },
+    Guess { client: String, value: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientReply {
+    Written {
+        zxid: Zxid,
+        round: u64,
+        target: u32,
+        closed: Option<RoundResult>,
+    },
+    Guessed {
+        zxid: Zxid,
+        round: u64,
+    },
+    /// A linearizable read may be answered from any state that has applied `index`.
+    ReadIndex {
+        index: Zxid,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// Not applied; ask `leader` (if known) or retry later.
+    NotLeader { leader: Option<NodeId> },
+    /// Refused by the game rules; not applied.
+    Game(GameError),
+    /// Proposed, but leadership was lost before it committed: it may or may not commit.
+    OutcomeUnknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Tick { now_ms: u64 },
+    Message { from: NodeId, msg: Message },
+    Propose { req: RequestId, op: ClientOp },
+    LinearizableRead { req: RequestId },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make durable before anything that follows it leaves the process.
+    Persist(StorageOp),
+    Send {
+        to: NodeId,
+        msg: Message,
+    },
+    /// A committed entry, in zxid order, to apply to the game.
+    Apply(Entry),
+    Reply {
+        req: RequestId,
+        result: Result<ClientReply, ClientError>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    Looking,
+    Candidate,
+    Following,
+    Leading,
+}
+
+impl RoleKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RoleKind::Looking | RoleKind::Candidate => "looking",
+            RoleKind::Following => "follower",
+            RoleKind::Leading => "leader",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CandidateState {
+    epoch: u64,
+    started: u64,
+    /// Members that accepted `epoch`, with their log summary.
+    acks: BTreeMap<NodeId, EpochSummary>,
+    last_sent: u64,
+}
+
+#[derive(Debug, Default)]
+struct FollowerProgress {
+    /// A `Sync` was sent in this epoch: proposals may follow it.
+    in_sync: bool,
+    /// Highest zxid this follower has on disk, matching our log.
+    acked: Zxid,
+    last_heard: u64,
+    hb_acked: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    req: RequestId,
+    reply: ClientReply,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    req: RequestId,
+    seq: u64,
+    index: Zxid,
+}
+
+#[derive(Debug)]
+struct LeaderState {
+    epoch: u64,
+    since: u64,
+    followers: BTreeMap<NodeId, FollowerProgress>,
+    /// Game state after the whole log (committed or not): requests are checked against it.
+    speculative: Game,
+    pending: BTreeMap<Zxid, Pending>,
+    reads: Vec<PendingRead>,
+    hb_seq: u64,
+    last_hb: u64,
+}
+
+#[derive(Debug)]
+enum Role {
+    Looking,
+    Candidate(CandidateState),
+    Following,
+    Leading(Box<LeaderState>),
+}
+
+/// One member's protocol state.
+#[derive(Debug)]
+pub struct Engine {
+    id: NodeId,
+    members: Vec<NodeId>,
+    quorum: usize,
+    timing: Timing,
+    now: u64,
+    rng: u64,
+
+    accepted_epoch: u64,
+    current_epoch: u64,
+    log: Vec<Entry>,
+    /// Number of committed entries at the head of `log`.
+    commit_len: usize,
+    /// Committed state (mirrors what the runtime applies); the leader's speculation starts here.
+    game: Game,
+
+    role: Role,
+    leader: Option<NodeId>,
+    last_leader_contact: u64,
+    /// Our log is a prefix of the current leader's log (set by its `Sync`).
+    synced: bool,
+    last_resync: u64,
+    /// Looking: who announced itself recently: rank, accepted epoch, when.
+    heard: BTreeMap<NodeId, (Credentials, u64, u64)>,
+    looking_since: u64,
+    candidacy_at: u64,
+    last_hello: u64,
+    max_seen_epoch: u64,
+    /// Looking: a leader we asked to follow, and when.
+    joining: Option<(NodeId, u64)>,
+}
+
+impl Engine {
+    /// `members` includes `id`. `quorum` must be a majority of `members` (checked by config).
+    pub fn new(
+        id: NodeId,
+        members: Vec<NodeId>,
+        quorum: usize,
+        timing: Timing,
+        state: Persistent,
+        seed: u64,
+    ) -> Engine {
+        let mut game = Game::default();
+        let commit_len = state.log.partition_point(|e| e.zxid <= state.committed);
+        for e in &state.log[..commit_len] {
+            game.apply(e);
+        }
+        let mut engine = Engine {
+            id,
+            members,
+            quorum,
+            timing,
+            now: 0,
+            rng: seed | 1,
+            accepted_epoch: state.accepted_epoch,
+            current_epoch: state.current_epoch,
+            log: state.log,
+            commit_len,
+            game,
+            role: Role::Looking,
+            leader: None,
+            last_leader_contact: 0,
+            synced: false,
+            last_resync: 0,
+            heard: BTreeMap::new(),
+            looking_since: 0,
+            candidacy_at: 0,
+            last_hello: 0,
+            max_seen_epoch: state.accepted_epoch,
+            joining: None,
+        };
+        engine.candidacy_at = engine.candidacy_delay();
+        engine
+    }
+
+    // ------------------------------------------------------------------ queries
+
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+    pub fn role(&self) -> RoleKind {
+        match self.role {
+            Role::Looking => RoleKind::Looking,
+            Role::Candidate(_) => RoleKind::Candidate,
+            Role::Following => RoleKind::Following,
+            Role::Leading(_) => RoleKind::Leading,
+        }
+    }
+    /// The leader this node follows or is; `None` while looking.
+    pub fn leader(&self) -> Option<&NodeId> {
+        match self.role {
+            Role::Leading(_) => Some(&self.id),
+            Role::Following => self.leader.as_ref(),
+            _ => None,
+        }
+    }
+    pub fn accepted_epoch(&self) -> u64 {
+        self.accepted_epoch
+    }
+    pub fn current_epoch(&self) -> u64 {
+        self.current_epoch
+    }
+    /// Epoch of the leadership this node is in (leading it or following it).
+    pub fn epoch(&self) -> Option<u64> {
+        match &self.role {
+            Role::Leading(l) => Some(l.epoch),
+            Role::Following => Some(self.accepted_epoch),
+            _ => None,
+        }
+    }
+    pub fn last_zxid(&self) -> Zxid {
+        self.log.last().map(|e| e.zxid).unwrap_or(Zxid::ZERO)
+    }
+    pub fn committed(&self) -> Zxid {
+        self.zxid_at(self.commit_len)
+    }
+    pub fn log(&self) -> &[Entry] {
+        &self.log
+    }
+    pub fn committed_entries(&self) -> &[Entry] {
+        &self.log[..self.commit_len]
+    }
+    pub fn game(&self) -> &Game {
+        &self.game
+    }
+    pub fn quorum(&self) -> usize {
+        self.quorum
+    }
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+    /// Leading, and the first entry of its epoch is committed (ready for reads).
+    pub fn is_established_leader(&self) -> bool {
+        match &self.role {
+            Role::Leading(l) => self.committed().epoch == l.epoch,
+            _ => false,
+        }
+    }
+
+    fn creds(&self) -> Credentials {
+        Credentials {
+            last_zxid: self.last_zxid(),
+            node_id: self.id.clone(),
+        }
+    }
+
+    /// Zxid of the entry at 1-based position `len` (0 → ZERO).
+    fn zxid_at(&self, len: usize) -> Zxid {
+        if len == 0 {
+            Zxid::ZERO
+        } else {
+            self.log[len - 1].zxid
+        }
+    }
+
+    /// Position just after `zxid` in the log, if `zxid` is ZERO or logged.
+    fn position_after(&self, zxid: Zxid) -> Option<usize> {
+        if zxid == Zxid::ZERO {
+            return Some(0);
+        }
+        self.log
+            .binary_search_by(|e| e.zxid.cmp(&zxid))
+            .ok()
+            .map(|i| i + 1)
+    }
+
+    pub fn summary(&self) -> EpochSummary {
+        let mut out: EpochSummary = Vec::new();
+        let mut i = 0;
+        while i < self.log.len() {
+            let epoch = self.log[i].zxid.epoch;
+            let end = self.log.partition_point(|e| e.zxid.epoch <= epoch);
+            out.push((epoch, self.log[end - 1].zxid.counter));
+            i = end;
+        }
+        out
+    }
+
+    fn others(&self) -> impl Iterator<Item = &NodeId> {
+        self.members.iter().filter(move |m| **m != self.id)
+    }
+
+    fn random(&mut self, bound: u64) -> u64 {
+        // xorshift64*: deterministic per seed, good enough for jitter.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        if bound == 0 {
+            0
+        } else {
+            r % bound
+        }
+    }
+
+    /// How long a looking node gathers `Hello`s before it may stand (ZooKeeper's finalizeWait).
+    fn candidacy_delay(&mut self) -> u64 {
+        let hb = self.timing.heartbeat_ms;
+        self.now + 2 * hb + self.random(hb)
+    }
+
+    fn follower_timeout(&mut self) -> u64 {
+        self.timing.election_timeout_ms
+    }
+
+    // ------------------------------------------------------------------ step
+
+    pub fn step(&mut self, event: Event) -> Vec<Output> {
+        let mut out = Vec::new();
+        match event {
+            Event::Tick { now_ms } => {
+                self.now = self.now.max(now_ms);
+                self.on_tick(&mut out);
+            }
+            Event::Message { from, msg } => {
+                if from != self.id && self.members.contains(&from) {
+                    self.on_message(from, msg, &mut out);
+                }
+            }
+            Event::Propose { req, op } => self.on_propose(req, op, &mut out),
+            Event::LinearizableRead { req } => self.on_read(req, &mut out),
+        }
+        out
+    }
+
+    fn send(&self, out: &mut Vec<Output>, to: &NodeId, msg: Message) {
+        out.push(Output::Send {
+            to: to.clone(),
+            msg,
+        });
+    }
+
+    fn broadcast(&self, out: &mut Vec<Output>, msg: Message) {
+        for m in self.others() {
+            out.push(Output::Send {
+                to: m.clone(),
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Output>) {
+        let now = self.now;
+        let hb = self.timing.heartbeat_ms;
+        let et = self.timing.election_timeout_ms;
+        match &mut self.role {
+            Role::Following => {
+                let timeout = self.follower_timeout();
+                if now.saturating_sub(self.last_leader_contact) > timeout {
+                    tracing::info!(node = %self.id, leader = ?self.leader, "leader silent; looking");
+                    self.become_looking(out);
+                } else if !self.synced && now.saturating_sub(self.last_resync) >= hb {
+                    self.request_sync(out);
+                }
+            }
+            Role::Looking => {
+                if now.saturating_sub(self.last_hello) >= hb {
+                    self.last_hello = now;
+                    let msg = Message::Hello {
+                        accepted_epoch: self.accepted_epoch,
+                        creds: self.creds(),
+                    };
+                    self.broadcast(out, msg);
+                }
+                self.heard
+                    .retain(|_, (_, _, at)| now.saturating_sub(*at) <= et);
+                if let Some((_, at)) = &self.joining {
+                    if now.saturating_sub(*at) > et {
+                        self.joining = None;
+                    }
+                }
+                self.maybe_stand(out);
+            }
+            Role::Candidate(c) => {
+                if now.saturating_sub(c.started) > et {
+                    self.become_looking(out);
+                } else if now.saturating_sub(c.last_sent) >= hb {
+                    c.last_sent = now;
+                    self.resend_new_epoch(out);
+                }
+            }
+            Role::Leading(l) => {
+                // Step down when a quorum has not been heard for an election timeout: a leader
+                // that cannot commit must not keep taking writes.
+                let heard = l
+                    .followers
+                    .values()
+                    .filter(|f| now.saturating_sub(f.last_heard) <= et)
+                    .count();
+                if heard + 1 < self.quorum && now.saturating_sub(l.since) > et {
+                    tracing::warn!(node = %self.id, heard, "leader lost its quorum; stepping down");
+                    self.become_looking(out);
+                    return;
+                }
+                if now.saturating_sub(l.last_hb) >= hb {
+                    self.send_heartbeats(out);
+                }
+            }
+        }
+    }
+
+    /// Candidate: ask again those that have not answered (messages may be lost).
+    fn resend_new_epoch(&self, out: &mut Vec<Output>) {
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
+        let creds = self.creds();
+        for m in self.others().filter(|m| !c.acks.contains_key(*m)) {
+            self.send(
+                out,
+                m,
+                Message::NewEpoch {
+                    epoch: c.epoch,
+                    creds: creds.clone(),
+                },
+            );
+        }
+    }
+
+    fn send_heartbeats(&mut self, out: &mut Vec<Output>) {
+        let commit = self.committed();
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        l.hb_seq += 1;
+        l.last_hb = self.now;
+        let msg = Message::Heartbeat {
+            epoch: l.epoch,
+            commit,
+            seq: l.hb_seq,
+        };
+        self.broadcast(out, msg);
+    }
+
+    // ------------------------------------------------------------------ election
+
+    fn become_looking(&mut self, out: &mut Vec<Output>) {
+        if let Role::Leading(l) = &mut self.role {
+            for (_, p) in std::mem::take(&mut l.pending) {
+                out.push(Output::Reply {
+                    req: p.req,
+                    result: Err(ClientError::OutcomeUnknown),
+                });
+            }
+            for r in std::mem::take(&mut l.reads) {
+                out.push(Output::Reply {
+                    req: r.req,
+                    result: Err(ClientError::NotLeader { leader: None }),
+                });
+            }
+        }
+        self.role = Role::Looking;
+        self.leader = None;
+        self.synced = false;
+        self.heard.clear();
+        self.joining = None;
+        self.looking_since = self.now;
+        self.candidacy_at = self.candidacy_delay();
+        self.last_hello = self.now;
+        let msg = Message::Hello {
+            accepted_epoch: self.accepted_epoch,
+            creds: self.creds(),
+        };
+        self.broadcast(out, msg);
+    }
+
+    /// Bully rule: stand when a quorum is looking and we rank highest among them. A node
+    /// that keeps deferring to a higher one that never wins stands anyway after two
+    /// election timeouts (acceptors still refuse a lower-ranked candidate, so this only
+    /// helps when the higher one cannot reach a quorum).
+    fn maybe_stand(&mut self, out: &mut Vec<Output>) {
+        if self.now < self.candidacy_at || self.joining.is_some() {
+            return;
+        }
+        if self.heard.len() + 1 < self.quorum {
+            return;
+        }
+        let me = self.creds();
+        let highest = self.heard.values().all(|(c, _, _)| *c < me);
+        let patience = 2 * self.timing.election_timeout_ms;
+        if !highest && self.now.saturating_sub(self.looking_since) < patience {
+            return;
+        }
+        let epoch = self
+            .heard
+            .values()
+            .map(|(_, e, _)| *e)
+            .chain([self.accepted_epoch, self.max_seen_epoch])
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.stand(epoch, out);
+    }
+
+    fn stand(&mut self, epoch: u64, out: &mut Vec<Output>) {
+        tracing::info!(node = %self.id, epoch, last = %self.last_zxid(), "standing for leader");
+        self.accepted_epoch = epoch;
+        self.max_seen_epoch = self.max_seen_epoch.max(epoch);
+        out.push(Output::Persist(StorageOp::SetAcceptedEpoch(epoch)));
+        let mut acks = BTreeMap::new();
+        acks.insert(self.id.clone(), self.summary());
+        self.role = Role::Candidate(CandidateState {
+            epoch,
+            started: self.now,
+            acks,
+            last_sent: self.now,
+        });
+        let msg = Message::NewEpoch {
+            epoch,
+            creds: self.creds(),
+        };
+        self.broadcast(out, msg);
+        self.maybe_win(out);
+    }
+
+    fn maybe_win(&mut self, out: &mut Vec<Output>) {
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
+        if c.acks.len() < self.quorum {
+            return;
+        }
+        let epoch = c.epoch;
+        let acks = std::mem::take(
+            &mut match std::mem::replace(&mut self.role, Role::Looking) {
+                Role::Candidate(c) => c,
+                _ => unreachable!(),
+            }
+            .acks,
+        );
+        self.become_leader(epoch, acks, out);
+    }
+
+    fn become_leader(
+        &mut self,
+        epoch: u64,
+        acks: BTreeMap<NodeId, EpochSummary>,
+        out: &mut Vec<Output>,
+    ) {
+        tracing::info!(node = %self.id, epoch, "elected leader");
+        let marker = Entry {
+            zxid: Zxid::new(epoch, 0),
+            op: Op::NewLeader {
+                leader: self.id.clone(),
+            },
+        };
+        self.log.push(marker.clone());
+        out.push(Output::Persist(StorageOp::Append(vec![marker])));
+        self.current_epoch = epoch;
+        out.push(Output::Persist(StorageOp::SetCurrentEpoch(epoch)));
+
+        let mut speculative = self.game.clone();
+        for e in &self.log[self.commit_len..] {
+            speculative.apply(e);
+        }
+        let mut followers = BTreeMap::new();
+        for m in self.others() {
+            followers.insert(m.clone(), FollowerProgress::default());
+        }
+        self.role = Role::Leading(Box::new(LeaderState {
+            epoch,
+            since: self.now,
+            followers,
+            speculative,
+            pending: BTreeMap::new(),
+            reads: Vec::new(),
+            hb_seq: 0,
+            last_hb: self.now,
+        }));
+        self.leader = Some(self.id.clone());
+        self.synced = true;
+        self.heard.clear();
+        for (m, summary) in acks {
+            if m != self.id {
+                self.sync_follower(&m, &summary, out);
+            }
+        }
+        self.try_commit(out);
+    }
+
+    /// Sends `Sync` so that `follower`'s log becomes a prefix of ours: it keeps the last
+    /// zxid both logs hold (TRUNC of anything after it) and receives the rest (DIFF).
+    fn sync_follower(&mut self, follower: &NodeId, summary: &EpochSummary, out: &mut Vec<Output>) {
+        let mut common = Zxid::ZERO;
+        for &(epoch, last_counter) in summary {
+            let end = self.log.partition_point(|e| e.zxid.epoch <= epoch);
+            if end > 0 && self.log[end - 1].zxid.epoch == epoch {
+                let ours = self.log[end - 1].zxid.counter;
+                common = common.max(Zxid::new(epoch, ours.min(last_counter)));
+            }
+        }
+        let from = self.position_after(common).unwrap_or(0);
+        let entries = self.log[from..].to_vec();
+        let commit = self.committed();
+        let now = self.now;
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        let p = l.followers.entry(follower.clone()).or_default();
+        p.in_sync = true;
+        p.last_heard = now;
+        let msg = Message::Sync {
+            epoch: l.epoch,
+            truncate_to: common,
+            entries,
+            commit,
+        };
+        self.send(out, follower, msg);
+    }
+
+    fn request_sync(&mut self, out: &mut Vec<Output>) {
+        let Some(leader) = self.leader.clone() else {
+            return;
+        };
+        self.last_resync = self.now;
+        let msg = Message::FollowerInfo {
+            epoch: self.accepted_epoch,
+            summary: self.summary(),
+            last_zxid: self.last_zxid(),
+        };
+        self.send(out, &leader, msg);
+    }
+
+    /// Adopt `epoch` (greater than or equal to ours) led by `leader`: not yet synced.
+    fn follow(&mut self, leader: &NodeId, epoch: u64, out: &mut Vec<Output>) {
+        if epoch > self.accepted_epoch {
+            self.accepted_epoch = epoch;
+            out.push(Output::Persist(StorageOp::SetAcceptedEpoch(epoch)));
+        }
+        self.max_seen_epoch = self.max_seen_epoch.max(epoch);
+        if !matches!(self.role, Role::Following) || self.leader.as_ref() != Some(leader) {
+            if matches!(self.role, Role::Leading(_)) {
+                self.become_looking(out);
+            }
+            self.role = Role::Following;
+            self.leader = Some(leader.clone());
+            self.synced = false;
+        }
+        self.last_leader_contact = self.now;
+        self.joining = None;
+    }
+
+    // ------------------------------------------------------------------ messages
+
+    fn on_message(&mut self, from: NodeId, msg: Message, out: &mut Vec<Output>) {
+        match msg {
+            Message::Hello {
+                accepted_epoch,
+                creds,
+            } => self.on_hello(from, accepted_epoch, creds, out),
+            Message::LeaderIs { leader, epoch } => self.on_leader_is(leader, epoch, out),
+            Message::NewEpoch { epoch, creds } => self.on_new_epoch(from, epoch, creds, out),
+            Message::EpochRejected {
+                epoch,
+                accepted_epoch,
+                creds,
+                leader,
+            } => self.on_epoch_rejected(from, epoch, accepted_epoch, creds, leader, out),
+            Message::FollowerInfo { epoch, summary, .. } => {
+                self.on_follower_info(from, epoch, summary, out)
+            }
+            Message::Sync {
+                epoch,
+                truncate_to,
+                entries,
+                commit,
+            } => self.on_sync(from, epoch, truncate_to, entries, commit, out),
+            Message::Proposal {
+                epoch,
+                prev,
+                entries,
+                commit,
+            } => self.on_proposal(from, epoch, prev, entries, commit, out),
+            Message::Ack { epoch, zxid } => self.on_ack(from, epoch, zxid, out),
+            Message::Commit { epoch, zxid } => {
+                if self.check_leader_message(&from, epoch, out) {
+                    self.follower_commit(zxid, out);
+                }
+            }
+            Message::Heartbeat { epoch, commit, seq } => {
+                if self.check_leader_message(&from, epoch, out) {
+                    self.follower_commit(commit, out);
+                    if self.synced {
+                        let msg = Message::HeartbeatAck {
+                            epoch,
+                            seq,
+                            last_zxid: self.last_zxid(),
+                        };
+                        self.send(out, &from, msg);
+                    }
+                }
+            }
+            Message::HeartbeatAck { epoch, seq, .. } => {
+                self.on_heartbeat_ack(from, epoch, seq, out)
+            }
+        }
+    }
+
+    fn live_leader(&self) -> Option<(NodeId, u64)> {
+        match &self.role {
+            Role::Leading(l) => Some((self.id.clone(), l.epoch)),
+            Role::Following
+                if self.now.saturating_sub(self.last_leader_contact)
+                    <= self.timing.election_timeout_ms =>
+            {
+                self.leader.clone().map(|l| (l, self.accepted_epoch))
+            }
+            _ => None,
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        from: NodeId,
+        accepted_epoch: u64,
+        creds: Credentials,
+        out: &mut Vec<Output>,
+    ) {
+        self.max_seen_epoch = self.max_seen_epoch.max(accepted_epoch);
+        if let Some((leader, epoch)) = self.live_leader() {
+            self.send(out, &from, Message::LeaderIs { leader, epoch });
+            return;
+        }
+        if matches!(self.role, Role::Looking) {
+            let first = !self.heard.contains_key(&from);
+            self.heard
+                .insert(from.clone(), (creds, accepted_epoch, self.now));
+            if first {
+                // Answer a newcomer at once so both sides learn each other within one trip.
+                let msg = Message::Hello {
+                    accepted_epoch: self.accepted_epoch,
+                    creds: self.creds(),
+                };
+                self.send(out, &from, msg);
+            }
+        }
+    }
+
+    fn on_leader_is(&mut self, leader: NodeId, epoch: u64, out: &mut Vec<Output>) {
+        if leader == self.id || !self.members.contains(&leader) {
+            return;
+        }
+        if !matches!(self.role, Role::Looking) {
+            return;
+        }
+        if epoch < self.accepted_epoch {
+            // We promised a later epoch: tell that leader, it will step down and a new
+            // election (which we can join) follows.
+            let msg = Message::EpochRejected {
+                epoch,
+                accepted_epoch: self.accepted_epoch,
+                creds: self.creds(),
+                leader: None,
+            };
+            self.send(out, &leader, msg);
+            return;
+        }
+        self.joining = Some((leader.clone(), self.now));
+        self.last_resync = self.now;
+        let msg = Message::FollowerInfo {
+            epoch,
+            summary: self.summary(),
+            last_zxid: self.last_zxid(),
+        };
+        self.send(out, &leader, msg);
+    }
+
+    fn on_new_epoch(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        creds: Credentials,
+        out: &mut Vec<Output>,
+    ) {
+        self.max_seen_epoch = self.max_seen_epoch.max(epoch);
+        let reject = |me: &Engine, leader: Option<NodeId>| Message::EpochRejected {
+            epoch,
+            accepted_epoch: me.accepted_epoch,
+            creds: me.creds(),
+            leader,
+        };
+        if let Some((leader, _)) = self.live_leader() {
+            // Leader stickiness: a live leader is not disrupted by a candidate.
+            let msg = reject(self, Some(leader));
+            self.send(out, &from, msg);
+            return;
+        }
+        if epoch <= self.accepted_epoch || creds < self.creds() || creds.node_id != from {
+            let msg = reject(self, None);
+            self.send(out, &from, msg);
+            return;
+        }
+        // Accept: persist the promise before answering.
+        tracing::info!(node = %self.id, candidate = %from, epoch, "accepting epoch");
+        self.accepted_epoch = epoch;
+        out.push(Output::Persist(StorageOp::SetAcceptedEpoch(epoch)));
+        self.role = Role::Following;
+        self.leader = Some(from.clone());
+        self.synced = false;
+        self.last_leader_contact = self.now;
+        self.last_resync = self.now;
+        let msg = Message::FollowerInfo {
+            epoch,
+            summary: self.summary(),
+            last_zxid: self.last_zxid(),
+        };
+        self.send(out, &from, msg);
+    }
+
+    fn on_epoch_rejected(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        accepted_epoch: u64,
+        creds: Credentials,
+        leader: Option<NodeId>,
+        out: &mut Vec<Output>,
+    ) {
+        self.max_seen_epoch = self.max_seen_epoch.max(accepted_epoch);
+        match &self.role {
+            Role::Candidate(c) if c.epoch == epoch => {
+                if let Some(leader) = leader {
+                    if leader != self.id {
+                        self.become_looking(out);
+                        self.on_leader_is(leader, accepted_epoch, out);
+                    }
+                } else if creds > self.creds() {
+                    // Someone ranks higher: defer to it.
+                    self.become_looking(out);
+                    self.heard.insert(from, (creds, accepted_epoch, self.now));
+                }
+            }
+            Role::Leading(l) if accepted_epoch > l.epoch => {
+                tracing::warn!(node = %self.id, %from, accepted_epoch, "a member promised a later epoch; stepping down");
+                self.become_looking(out);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_follower_info(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        summary: EpochSummary,
+        out: &mut Vec<Output>,
+    ) {
+        match &mut self.role {
+            Role::Candidate(c) if c.epoch == epoch => {
+                c.acks.insert(from, summary);
+                self.maybe_win(out);
+            }
+            Role::Leading(l) if l.epoch == epoch => {
+                self.sync_follower(&from, &summary, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Common checks for messages only a leader sends. Returns true when `from` is the
+    /// leader of our accepted epoch and we are (now) following it.
+    fn check_leader_message(&mut self, from: &NodeId, epoch: u64, out: &mut Vec<Output>) -> bool {
+        if epoch < self.accepted_epoch {
+            let msg = Message::EpochRejected {
+                epoch,
+                accepted_epoch: self.accepted_epoch,
+                creds: self.creds(),
+                leader: None,
+            };
+            self.send(out, from, msg);
+            return false;
+        }
+        if let Role::Leading(l) = &self.role {
+            if epoch == l.epoch {
+                return false; // cannot happen: one leader per epoch
+            }
+        }
+        let following_it = matches!(self.role, Role::Following)
+            && self.leader.as_ref() == Some(from)
+            && epoch == self.accepted_epoch;
+        if !following_it {
+            self.follow(from, epoch, out);
+        }
+        self.last_leader_contact = self.now;
+        if !self.synced && self.now.saturating_sub(self.last_resync) >= self.timing.heartbeat_ms / 2
+        {
+            self.request_sync(out);
+        }
+        true
+    }
+
+    fn on_sync(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        truncate_to: Zxid,
+        entries: Vec<Entry>,
+        commit: Zxid,
+        out: &mut Vec<Output>,
+    ) {
+        if epoch < self.accepted_epoch {
+            return;
+        }
+        if matches!(self.role, Role::Leading(_)) {
+            return;
+        }
+        self.follow(&from, epoch, out);
+        let Some(mut pos) = self.position_after(truncate_to) else {
+            // We no longer hold the point it computed from: describe our log again.
+            self.request_sync(out);
+            return;
+        };
+        // Skip what we already hold (same zxid means same entry and same prefix). A stale
+        // Sync overtaken by proposals of this epoch thus never removes acknowledged entries.
+        let mut entries = entries.into_iter().peekable();
+        while pos < self.log.len() && entries.peek().is_some_and(|e| e.zxid == self.log[pos].zxid) {
+            entries.next();
+            pos += 1;
+        }
+        let rest: Vec<Entry> = entries.collect();
+        // Anything after `pos` that is not this leader's is not in its log: TRUNC.
+        let conflict =
+            pos < self.log.len() && (!rest.is_empty() || self.log[pos].zxid.epoch != epoch);
+        if conflict {
+            if pos < self.commit_len {
+                // A correct leader holds every committed entry; refuse to lose one.
+                tracing::error!(node = %self.id, %truncate_to, committed = %self.committed(), "sync would truncate committed entries; refused");
+                return;
+            }
+            let after = self.zxid_at(pos);
+            tracing::info!(node = %self.id, dropped = self.log.len() - pos, %after, "TRUNC");
+            self.log.truncate(pos);
+            out.push(Output::Persist(StorageOp::TruncateAfter(after)));
+        }
+        if !rest.is_empty() {
+            self.log.extend(rest.iter().cloned());
+            out.push(Output::Persist(StorageOp::Append(rest)));
+        }
+        // The epoch is recorded after the entries (ZOOKEEPER-4643).
+        if self.current_epoch != epoch {
+            self.current_epoch = epoch;
+            out.push(Output::Persist(StorageOp::SetCurrentEpoch(epoch)));
+        }
+        self.synced = true;
+        self.last_leader_contact = self.now;
+        let last = self.last_zxid();
+        self.send(out, &from, Message::Ack { epoch, zxid: last });
+        self.follower_commit(commit, out);
+    }
+
+    fn on_proposal(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        prev: Zxid,
+        entries: Vec<Entry>,
+        commit: Zxid,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.check_leader_message(&from, epoch, out) || !self.synced {
+            return;
+        }
+        let last = self.last_zxid();
+        if prev == last {
+            self.log.extend(entries.iter().cloned());
+            out.push(Output::Persist(StorageOp::Append(entries)));
+        } else if entries.last().is_some_and(|e| e.zxid <= last) {
+            // Duplicate: already on disk.
+        } else {
+            // A gap: something was lost. Ask for a fresh sync.
+            self.synced = false;
+            self.request_sync(out);
+            return;
+        }
+        let zxid = self.last_zxid();
+        self.send(out, &from, Message::Ack { epoch, zxid });
+        self.follower_commit(commit, out);
+    }
+
+    /// Follower: advance the commit point (never past what we hold of the leader's log).
+    fn follower_commit(&mut self, commit: Zxid, out: &mut Vec<Output>) {
+        if !self.synced || !matches!(self.role, Role::Following) {
+            return;
+        }
+        let target = self.log.partition_point(|e| e.zxid <= commit);
+        self.advance_commit(target, out);
+    }
+
+    fn advance_commit(&mut self, new_len: usize, out: &mut Vec<Output>) {
+        if new_len <= self.commit_len {
+            return;
+        }
+        for e in &self.log[self.commit_len..new_len] {
+            self.game.apply(e);
+            out.push(Output::Apply(e.clone()));
+        }
+        self.commit_len = new_len;
+        out.push(Output::Persist(StorageOp::SetCommitted(self.committed())));
+    }
+
+    fn on_ack(&mut self, from: NodeId, epoch: u64, zxid: Zxid, out: &mut Vec<Output>) {
+        let now = self.now;
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        if l.epoch != epoch {
+            return;
+        }
+        if let Some(p) = l.followers.get_mut(&from) {
+            p.acked = p.acked.max(zxid);
+            p.last_heard = now;
+        }
+        self.try_commit(out);
+    }
+
+    fn on_heartbeat_ack(&mut self, from: NodeId, epoch: u64, seq: u64, out: &mut Vec<Output>) {
+        let now = self.now;
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        if l.epoch != epoch {
+            return;
+        }
+        if let Some(p) = l.followers.get_mut(&from) {
+            p.hb_acked = p.hb_acked.max(seq);
+            p.last_heard = now;
+        }
+        self.answer_reads(out);
+    }
+
+    /// Leader: commit the highest zxid of this epoch that a quorum holds.
+    fn try_commit(&mut self, out: &mut Vec<Output>) {
+        let last = self.last_zxid();
+        let Role::Leading(l) = &self.role else {
+            return;
+        };
+        let mut acked: Vec<Zxid> = l.followers.values().map(|f| f.acked).collect();
+        acked.push(last);
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = acked[self.quorum - 1];
+        // Only entries of our own epoch are committed by counting (earlier ones follow).
+        if candidate.epoch != l.epoch || candidate <= self.committed() {
+            return;
+        }
+        let epoch = l.epoch;
+        let new_len = self.log.partition_point(|e| e.zxid <= candidate);
+        self.advance_commit(new_len, out);
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        let done: Vec<Zxid> = l.pending.range(..=candidate).map(|(z, _)| *z).collect();
+        for z in done {
+            let p = l.pending.remove(&z).expect("pending entry");
+            out.push(Output::Reply {
+                req: p.req,
+                result: Ok(p.reply),
+            });
+        }
+        let in_sync: Vec<NodeId> = l
+            .followers
+            .iter()
+            .filter(|(_, p)| p.in_sync)
+            .map(|(m, _)| m.clone())
+            .collect();
+        for m in in_sync {
+            self.send(
+                out,
+                &m,
+                Message::Commit {
+                    epoch,
+                    zxid: candidate,
+                },
+            );
+        }
+        self.answer_reads(out);
+    }
+
+    // ------------------------------------------------------------------ clients
+
+    fn on_propose(&mut self, req: RequestId, op: ClientOp, out: &mut Vec<Output>) {
+        let leader = self.leader().cloned();
+        let last = self.last_zxid();
+        let commit = self.committed();
+        let Role::Leading(l) = &mut self.role else {
+            out.push(Output::Reply {
+                req,
+                result: Err(ClientError::NotLeader { leader }),
+            });
+            return;
+        };
+        let (ops, reply_of): (Vec<Op>, Box<dyn Fn(Zxid) -> ClientReply>) = match op {
+            ClientOp::Guess { client, value } => {
+                if let Err(e) = l.speculative.check_guess(&client) {
+                    out.push(Output::Reply {
+                        req,
+                        result: Err(ClientError::Game(e)),
+                    });
+                    return;
+                }
+                let round = l.speculative.round;
+                (
+                    vec![Op::Guess {
+                        round,
+                        client,
+                        value,
+                    }],
+                    Box::new(move |zxid| ClientReply::Guessed { zxid, round }),
+                )
+            }
+            ClientOp::Write { client, value } => {
+                let ops = l.speculative.ops_for_write(&client, value);
+                let closed = l.speculative.result_of_open_round();
+                let round = l.speculative.round + 1;
+                (
+                    ops,
+                    Box::new(move |zxid| ClientReply::Written {
+                        zxid,
+                        round,
+                        target: value,
+                        closed: closed.clone(),
+                    }),
+                )
+            }
+        };
+        let mut counter = last.counter;
+        let entries: Vec<Entry> = ops
+            .into_iter()
+            .map(|op| {
+                counter += 1;
+                Entry {
+                    zxid: Zxid::new(l.epoch, counter),
+                    op,
+                }
+            })
+            .collect();
+        for e in &entries {
+            l.speculative.apply(e);
+        }
+        let zxid = entries.last().expect("at least one op").zxid;
+        l.pending.insert(
+            zxid,
+            Pending {
+                req,
+                reply: reply_of(zxid),
+            },
+        );
+        let epoch = l.epoch;
+        let in_sync: Vec<NodeId> = l
+            .followers
+            .iter()
+            .filter(|(_, p)| p.in_sync)
+            .map(|(m, _)| m.clone())
+            .collect();
+        self.log.extend(entries.iter().cloned());
+        out.push(Output::Persist(StorageOp::Append(entries.clone())));
+        for m in in_sync {
+            self.send(
+                out,
+                &m,
+                Message::Proposal {
+                    epoch,
+                    prev: last,
+                    entries: entries.clone(),
+                    commit,
+                },
+            );
+        }
+        self.try_commit(out);
+    }
+
+    fn on_read(&mut self, req: RequestId, out: &mut Vec<Output>) {
+        if !self.is_established_leader() {
+            out.push(Output::Reply {
+                req,
+                result: Err(ClientError::NotLeader {
+                    leader: self.leader().filter(|l| **l != self.id).cloned(),
+                }),
+            });
+            return;
+        }
+        let index = self.committed();
+        self.send_heartbeats(out);
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        let seq = l.hb_seq;
+        l.reads.push(PendingRead { req, seq, index });
+        self.answer_reads(out);
+    }
+
+    /// Answer reads whose heartbeat round a quorum acknowledged in our epoch: nobody else
+    /// could have been committing when they did.
+    fn answer_reads(&mut self, out: &mut Vec<Output>) {
+        let quorum = self.quorum;
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        if l.reads.is_empty() {
+            return;
+        }
+        let mut acks: Vec<u64> = l.followers.values().map(|f| f.hb_acked).collect();
+        acks.push(u64::MAX);
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = acks[quorum - 1];
+        l.reads.retain(|r| {
+            if r.seq <= confirmed {
+                out.push(Output::Reply {
+                    req: r.req,
+                    result: Ok(ClientReply::ReadIndex { index: r.index }),
+                });
+                false
+            } else {
+                true
+            }
+        });
+    }
+}

@@ -1,0 +1,92 @@
+//! Messages between ensemble members (ZAB vocabulary where it has a word for it).
+
+use super::types::{Credentials, Entry, NodeId, Zxid};
+
+/// `(epoch, last counter logged in that epoch)` for every epoch in a log: enough for a
+/// leader to find the last zxid it shares with a follower (entries of one epoch come from
+/// that epoch's single leader, always starting at counter 0).
+pub type EpochSummary = Vec<(u64, u64)>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A looking node announces itself (periodically) with what it would be ranked by.
+    Hello {
+        accepted_epoch: u64,
+        creds: Credentials,
+    },
+    /// Answer to `Hello` from a node that has a live leader.
+    LeaderIs {
+        leader: NodeId,
+        epoch: u64,
+    },
+    /// A candidate asks members to accept `epoch` (they persist it before answering).
+    NewEpoch {
+        epoch: u64,
+        creds: Credentials,
+    },
+    /// Refusal of `epoch`, with why: the refuser's accepted epoch, its rank, its live leader.
+    EpochRejected {
+        epoch: u64,
+        accepted_epoch: u64,
+        creds: Credentials,
+        leader: Option<NodeId>,
+    },
+    /// ZAB's FOLLOWERINFO / ACKEPOCH: "I follow you in `epoch`; this is my log".
+    FollowerInfo {
+        epoch: u64,
+        summary: EpochSummary,
+        last_zxid: Zxid,
+    },
+    /// DIFF and TRUNC in one: drop everything after `truncate_to`, append `entries`.
+    Sync {
+        epoch: u64,
+        truncate_to: Zxid,
+        entries: Vec<Entry>,
+        commit: Zxid,
+    },
+    /// New entries that follow `prev` in the leader's log.
+    Proposal {
+        epoch: u64,
+        prev: Zxid,
+        entries: Vec<Entry>,
+        commit: Zxid,
+    },
+    /// "My log equals yours up to `zxid`, on disk."
+    Ack {
+        epoch: u64,
+        zxid: Zxid,
+    },
+    Commit {
+        epoch: u64,
+        zxid: Zxid,
+    },
+    Heartbeat {
+        epoch: u64,
+        commit: Zxid,
+        seq: u64,
+    },
+    HeartbeatAck {
+        epoch: u64,
+        seq: u64,
+        last_zxid: Zxid,
+    },
+}
+
+impl Message {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::LeaderIs { .. } => "leader_is",
+            Message::NewEpoch { .. } => "new_epoch",
+            Message::EpochRejected { .. } => "epoch_rejected",
+            Message::FollowerInfo { .. } => "follower_info",
+            Message::Sync { .. } => "sync",
+            Message::Proposal { .. } => "proposal",
+            Message::Ack { .. } => "ack",
+            Message::Commit { .. } => "commit",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::HeartbeatAck { .. } => "heartbeat_ack",
+        }
+    }
+}

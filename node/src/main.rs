@@ -1,0 +1,96 @@
+//! `guessgame-node`: runs one ensemble member, or (`all`) every configured member.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use guessgame_node::{config::Config, launcher, server};
+
+#[derive(Parser)]
+#[command(
+    name = "guessgame-node",
+    version,
+    about = "A guessgame ensemble member (ZAB-style replication, SQLite log)"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// This node's id, as in the config (e.g. node1).
+    #[arg(long, env = "GUESSGAME_NODE_ID")]
+    node_id: Option<String>,
+    #[command(flatten)]
+    common: Common,
+    /// Address to listen on (default: this node's address in the config).
+    #[arg(long)]
+    listen: Option<String>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Ensemble configuration (TOML). Default: $GUESSGAME_CONFIG, else five nodes on 127.0.0.1:7101-7105.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Directory for logs_<node_id>.db (default: the config's data_dir, else the current directory).
+    #[arg(long, global = true, env = "GUESSGAME_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start every configured node as a child process; Ctrl-C stops them all.
+    All,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("guessgame-node: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    guessgame_node::init_tracing("info");
+    let config = Config::load(cli.common.config.as_deref())?;
+    let data_dir = cli.common.data_dir.clone().or(config.data_dir.clone());
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Some(Cmd::All) => rt.block_on(launcher::run_all(
+            &config,
+            cli.common.config.clone(),
+            data_dir,
+        )),
+        None => {
+            let node_id = cli
+                .node_id
+                .context("--node-id is required (or run `guessgame-node all`)")?;
+            let node = config.node(&node_id)?.clone();
+            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("."));
+            let store = server::open_store(&data_dir, &node_id)?;
+            let listen = cli.listen.unwrap_or(node.address.clone());
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                server::run(config, node_id, store, listener, shutdown_signal()).await
+            })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

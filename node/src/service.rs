@@ -1,0 +1,477 @@
+//! The gRPC services a node serves: `Game` for clients, `Peer` for members.
+//!
+//! Client requests may reach any node. A follower forwards writes and linearizable reads to
+//! the leader itself (no redirect dance for the client). While there is no leader, a request
+//! waits up to `request_timeout_ms` and then fails with `NO_LEADER` (nothing written, safe to
+//! retry). A request that was proposed but whose commit was not seen answers
+//! `OUTCOME_UNKNOWN`: it may still commit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep, Instant};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::core::{ClientError, ClientOp, ClientReply, NodeId, RoleKind};
+use crate::game::{check_client_id, check_value, GameError};
+use crate::proto::{self as pb, game_client::GameClient, ErrorKind};
+use crate::runtime::{ClientResult, Command, NodeView, SharedView};
+use crate::transport::channel;
+use crate::wire::{message_from_pb, result_to_pb, zxid_to_pb};
+
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+#[derive(Clone)]
+pub struct NodeServices {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    commands: mpsc::UnboundedSender<Command>,
+    view: SharedView,
+    leaders: Mutex<HashMap<NodeId, GameClient<Channel>>>,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> pb::Error {
+    pb::Error {
+        kind: kind as i32,
+        message: message.into(),
+    }
+}
+
+fn game_error(e: &GameError) -> pb::Error {
+    let kind = match e {
+        GameError::OutOfRange(_) | GameError::BadClientId => ErrorKind::InvalidArgument,
+        GameError::NoOpenRound => ErrorKind::NoOpenRound,
+        GameError::DuplicateGuess { .. } => ErrorKind::DuplicateGuess,
+    };
+    error(kind, e.to_string())
+}
+
+/// True when a call failed before the request could have reached the server.
+fn never_sent(status: &Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if text.contains("connect") || text.contains("Connection refused") {
+            return true;
+        }
+        source = e.source();
+    }
+    status.message().contains("connect")
+}
+
+/// What a request turned out to be, whichever node served it.
+enum Outcome<T> {
+    Done(T),
+    Failed(pb::Error),
+}
+
+impl NodeServices {
+    pub fn new(config: Config, commands: mpsc::UnboundedSender<Command>, view: SharedView) -> Self {
+        NodeServices {
+            inner: Arc::new(Inner {
+                config,
+                commands,
+                view,
+                leaders: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn view(&self) -> NodeView {
+        self.inner.view.read().expect("view lock").clone()
+    }
+
+    fn leader_client(&self, leader: &NodeId) -> Option<GameClient<Channel>> {
+        let mut map = self.inner.leaders.lock().expect("leaders lock");
+        if let Some(c) = map.get(leader) {
+            return Some(c.clone());
+        }
+        let address = self.inner.config.address_of(leader)?;
+        let client = GameClient::new(channel(address, self.inner.config.request_timeout()).ok()?);
+        map.insert(leader.clone(), client.clone());
+        Some(client)
+    }
+
+    async fn ask_engine(
+        &self,
+        make: impl FnOnce(oneshot::Sender<ClientResult>) -> Command,
+        deadline: Instant,
+    ) -> Option<ClientResult> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.commands.send(make(tx)).ok()?;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Runs a request here if we lead, else on the leader. `local` asks our engine,
+    /// `remote` forwards. Retries while there is no leader, until the deadline.
+    async fn route<T, L, LF, R, RF>(&self, forwarded: bool, local: L, remote: R) -> Outcome<T>
+    where
+        L: Fn(Instant) -> LF,
+        LF: std::future::Future<Output = Option<Result<T, LocalFailure>>>,
+        R: Fn(GameClient<Channel>) -> RF,
+        RF: std::future::Future<Output = Result<Option<T>, RemoteFailure>>,
+    {
+        let timeout = self.inner.config.request_timeout();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let view = self.view();
+            if view.role == RoleKind::Leading {
+                match local(deadline).await {
+                    Some(Ok(v)) => return Outcome::Done(v),
+                    Some(Err(LocalFailure::Refused(e))) => return Outcome::Failed(e),
+                    Some(Err(LocalFailure::NotLeader)) => {}
+                    Some(Err(LocalFailure::Unknown)) => {
+                        return Outcome::Failed(error(
+                            ErrorKind::OutcomeUnknown,
+                            "leadership changed after the request was proposed: it may or may not have been applied",
+                        ))
+                    }
+                    None => {
+                        return Outcome::Failed(error(
+                            ErrorKind::OutcomeUnknown,
+                            format!("no commit within {} ms after proposing: the request may or may not be applied", timeout.as_millis()),
+                        ))
+                    }
+                }
+            } else if forwarded {
+                // We were asked as the leader but are not (any more): the forwarder retries.
+                return Outcome::Failed(error(
+                    ErrorKind::NoLeader,
+                    format!("{} is not the leader", view.node_id),
+                ));
+            } else if let Some(client) = view.leader.as_ref().and_then(|l| self.leader_client(l)) {
+                match remote(client).await {
+                    Ok(Some(v)) => return Outcome::Done(v),
+                    Ok(None) => {}
+                    Err(RemoteFailure::Retry) => {}
+                    Err(RemoteFailure::Final(e)) => return Outcome::Failed(e),
+                    Err(RemoteFailure::Unknown(msg)) => {
+                        return Outcome::Failed(error(
+                            ErrorKind::OutcomeUnknown,
+                            format!("lost contact with the leader after forwarding ({msg}): the request may or may not be applied"),
+                        ))
+                    }
+                }
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Outcome::Failed(error(
+                    ErrorKind::NoLeader,
+                    format!("no leader within {} ms (election in progress or no quorum); nothing was written, retry later", timeout.as_millis()),
+                ));
+            }
+            sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn propose(&self, op: ClientOp, forwarded: bool) -> Outcome<(ClientReply, NodeId)> {
+        let local = |deadline| {
+            let op = op.clone();
+            async move {
+                let r = self
+                    .ask_engine(|reply| Command::Propose { op, reply }, deadline)
+                    .await?;
+                Some(match r {
+                    Ok(reply) => Ok((reply, self.view().node_id)),
+                    Err(e) => Err(LocalFailure::from(e)),
+                })
+            }
+        };
+        let remote = |mut client: GameClient<Channel>| {
+            let op = op.clone();
+            async move {
+                let (res, leader) = match op {
+                    ClientOp::Write { client: c, value } => {
+                        let r = client
+                            .write(pb::WriteRequest {
+                                client_id: c,
+                                value,
+                                forwarded: true,
+                            })
+                            .await
+                            .map_err(RemoteFailure::from_status)?
+                            .into_inner();
+                        let reply = ClientReply::Written {
+                            zxid: crate::wire::zxid_from_pb(r.zxid),
+                            round: r.round,
+                            target: r.target,
+                            closed: r.closed.map(crate::wire::result_from_pb),
+                        };
+                        (r.error.map(Err).unwrap_or(Ok(reply)), r.leader)
+                    }
+                    ClientOp::Guess { client: c, value } => {
+                        let r = client
+                            .guess(pb::GuessRequest {
+                                client_id: c,
+                                value,
+                                forwarded: true,
+                            })
+                            .await
+                            .map_err(RemoteFailure::from_status)?
+                            .into_inner();
+                        let reply = ClientReply::Guessed {
+                            zxid: crate::wire::zxid_from_pb(r.zxid),
+                            round: r.round,
+                        };
+                        (r.error.map(Err).unwrap_or(Ok(reply)), r.leader)
+                    }
+                };
+                remote_result(res).map(|o| o.map(|r| (r, leader)))
+            }
+        };
+        self.route(forwarded, local, remote).await
+    }
+}
+
+enum LocalFailure {
+    NotLeader,
+    Refused(pb::Error),
+    Unknown,
+}
+
+impl From<ClientError> for LocalFailure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::NotLeader { .. } => LocalFailure::NotLeader,
+            ClientError::Game(g) => LocalFailure::Refused(game_error(&g)),
+            ClientError::OutcomeUnknown => LocalFailure::Unknown,
+        }
+    }
+}
+
+enum RemoteFailure {
+    /// Certainly not applied: try again (possibly on another leader).
+    Retry,
+    Final(pb::Error),
+    Unknown(String),
+}
+
+impl RemoteFailure {
+    /// A transport failure: retry when the request surely never left, else unknown.
+    fn from_status(status: Status) -> RemoteFailure {
+        if never_sent(&status) {
+            RemoteFailure::Retry
+        } else {
+            RemoteFailure::Unknown(format!("{:?}: {}", status.code(), status.message()))
+        }
+    }
+}
+
+/// Maps a leader's answer: `Ok(None)` means "retry" (it was not the leader after all).
+fn remote_result<T>(res: Result<T, pb::Error>) -> Result<Option<T>, RemoteFailure> {
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind == ErrorKind::NoLeader as i32 => Ok(None),
+        Err(e) => Err(RemoteFailure::Final(e)),
+    }
+}
+
+fn check_input(client: &str, value: u32) -> Result<(), pb::Error> {
+    check_client_id(client).map_err(|e| game_error(&e))?;
+    check_value(value as i64).map_err(|e| game_error(&e))?;
+    Ok(())
+}
+
+fn read_response(view: &NodeView) -> pb::ReadResponse {
+    let g = &view.game;
+    pb::ReadResponse {
+        error: None,
+        round: g.round,
+        target: g.target.unwrap_or(0),
+        has_target: g.target.is_some(),
+        guesses: g.guesses.len() as u64,
+        last_result: g.last_result.as_ref().map(result_to_pb),
+        node: view.node_id.clone(),
+        applied: Some(zxid_to_pb(g.applied)),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::game_server::Game for NodeServices {
+    async fn write(
+        &self,
+        req: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        if let Err(e) = check_input(&req.client_id, req.value) {
+            return Ok(Response::new(pb::WriteResponse {
+                error: Some(e),
+                ..Default::default()
+            }));
+        }
+        let op = ClientOp::Write {
+            client: req.client_id,
+            value: req.value,
+        };
+        let resp = match self.propose(op, req.forwarded).await {
+            Outcome::Done((
+                ClientReply::Written {
+                    zxid,
+                    round,
+                    target,
+                    closed,
+                },
+                leader,
+            )) => pb::WriteResponse {
+                error: None,
+                zxid: Some(zxid_to_pb(zxid)),
+                round,
+                target,
+                closed: closed.as_ref().map(result_to_pb),
+                leader,
+            },
+            Outcome::Done(_) => return Err(Status::internal("unexpected reply to a write")),
+            Outcome::Failed(e) => pb::WriteResponse {
+                error: Some(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn guess(
+        &self,
+        req: Request<pb::GuessRequest>,
+    ) -> Result<Response<pb::GuessResponse>, Status> {
+        let req = req.into_inner();
+        if let Err(e) = check_input(&req.client_id, req.value) {
+            return Ok(Response::new(pb::GuessResponse {
+                error: Some(e),
+                ..Default::default()
+            }));
+        }
+        let op = ClientOp::Guess {
+            client: req.client_id,
+            value: req.value,
+        };
+        let resp = match self.propose(op, req.forwarded).await {
+            Outcome::Done((ClientReply::Guessed { zxid, round }, leader)) => pb::GuessResponse {
+                error: None,
+                zxid: Some(zxid_to_pb(zxid)),
+                round,
+                leader,
+            },
+            Outcome::Done(_) => return Err(Status::internal("unexpected reply to a guess")),
+            Outcome::Failed(e) => pb::GuessResponse {
+                error: Some(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn read(
+        &self,
+        req: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let req = req.into_inner();
+        if !req.linearizable {
+            return Ok(Response::new(read_response(&self.view())));
+        }
+        let local = |deadline| async move {
+            let r = self
+                .ask_engine(|reply| Command::LinearizableRead { reply }, deadline)
+                .await?;
+            Some(match r {
+                Ok(ClientReply::ReadIndex { index }) => {
+                    // The view is published before replies, so it has applied `index`.
+                    let view = self.view();
+                    debug_assert!(view.committed >= index);
+                    Ok(read_response(&view))
+                }
+                Ok(_) => Err(LocalFailure::Refused(error(
+                    ErrorKind::Internal,
+                    "unexpected reply",
+                ))),
+                Err(_) => Err(LocalFailure::NotLeader),
+            })
+        };
+        let remote = |mut client: GameClient<Channel>| async move {
+            let r = client
+                .read(pb::ReadRequest {
+                    linearizable: true,
+                    forwarded: true,
+                })
+                .await
+                // Reads change nothing: any transport failure is worth a retry.
+                .map_err(|_| RemoteFailure::Retry)?
+                .into_inner();
+            remote_result(r.error.clone().map(Err).unwrap_or(Ok(r)))
+        };
+        let resp = match self.route(req.forwarded, local, remote).await {
+            Outcome::Done(r) => r,
+            // A read changes nothing: an unknown outcome is just a failed read.
+            Outcome::Failed(mut e) => {
+                if e.kind == ErrorKind::OutcomeUnknown as i32 {
+                    e.kind = ErrorKind::NoLeader as i32;
+                }
+                pb::ReadResponse {
+                    error: Some(e),
+                    node: self.view().node_id,
+                    ..Default::default()
+                }
+            }
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let v = self.view();
+        Ok(Response::new(pb::StatusResponse {
+            node_id: v.node_id.clone(),
+            role: v.role.as_str().to_string(),
+            accepted_epoch: v.accepted_epoch,
+            current_epoch: v.current_epoch,
+            last_zxid: Some(zxid_to_pb(v.last_zxid)),
+            last_committed: Some(zxid_to_pb(v.committed)),
+            leader: v.leader.unwrap_or_default(),
+            members: v.members as u32,
+            quorum: v.quorum as u32,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for NodeServices {
+    async fn deliver(
+        &self,
+        req: Request<pb::PeerBatch>,
+    ) -> Result<Response<pb::DeliverAck>, Status> {
+        let batch = req.into_inner();
+        if self.inner.config.address_of(&batch.from).is_none() {
+            return Err(Status::permission_denied(format!(
+                "{:?} is not a member of this ensemble",
+                batch.from
+            )));
+        }
+        let mut msgs = Vec::with_capacity(batch.messages.len());
+        for m in batch.messages {
+            msgs.push(message_from_pb(m).map_err(|e| Status::invalid_argument(e.to_string()))?);
+        }
+        for msg in msgs {
+            self.inner
+                .commands
+                .send(Command::Peer {
+                    from: batch.from.clone(),
+                    msg,
+                })
+                .map_err(|_| Status::unavailable("node is shutting down"))?;
+        }
+        Ok(Response::new(pb::DeliverAck {}))
+    }
+}

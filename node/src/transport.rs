@@ -1,0 +1,96 @@
+//! Outgoing peer traffic: one queue and one sending task per peer.
+//!
+//! Messages are batched: whatever queued up while the previous `Deliver` call was in flight
+//! goes in the next one. Delivery is best effort — a batch that fails is dropped, and the
+//! protocol recovers (resync, retransmission on ticks). The queue is bounded so a dead peer
+//! cannot eat the memory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::core::{Message, NodeId};
+use crate::proto::{self as pb, peer_client::PeerClient};
+use crate::wire::message_to_pb;
+
+const QUEUE: usize = 16_384;
+const MAX_BATCH: usize = 1024;
+
+/// Where the runtime hands messages for other members.
+pub trait Transport: Send {
+    fn send(&mut self, to: &NodeId, msg: &Message);
+}
+
+/// Builds a lazily connecting gRPC channel to `address` (`host:port`).
+pub fn channel(address: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
+pub struct GrpcTransport {
+    peers: HashMap<NodeId, mpsc::Sender<pb::PeerMessage>>,
+}
+
+impl GrpcTransport {
+    /// Starts one sender task per peer. Must be called inside a tokio runtime.
+    pub fn start(me: &str, peers: &[(NodeId, String)]) -> anyhow::Result<GrpcTransport> {
+        let mut map = HashMap::new();
+        for (id, address) in peers {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let client = PeerClient::new(channel(address, Duration::from_secs(2))?);
+            tokio::spawn(sender(me.to_string(), id.clone(), client, rx));
+            map.insert(id.clone(), tx);
+        }
+        Ok(GrpcTransport { peers: map })
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&mut self, to: &NodeId, msg: &Message) {
+        if let Some(tx) = self.peers.get(to) {
+            // Full queue: the peer is far behind or gone; dropping is what the network would do.
+            let _ = tx.try_send(message_to_pb(msg));
+        }
+    }
+}
+
+async fn sender(
+    me: String,
+    peer: NodeId,
+    mut client: PeerClient<Channel>,
+    mut rx: mpsc::Receiver<pb::PeerMessage>,
+) {
+    let mut failures = 0u32;
+    while let Some(first) = rx.recv().await {
+        let mut messages = vec![first];
+        while messages.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => messages.push(m),
+                Err(_) => break,
+            }
+        }
+        let batch = pb::PeerBatch {
+            from: me.clone(),
+            messages,
+        };
+        match client.deliver(batch).await {
+            Ok(_) => failures = 0,
+            Err(status) => {
+                failures += 1;
+                if failures == 1 || failures % 50 == 0 {
+                    tracing::debug!(%peer, code = ?status.code(), "peer unreachable: {}", status.message());
+                }
+                // Drop what piled up meanwhile; back off a little so a dead peer costs nothing.
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(failures.min(5)))).await;
+                while rx.try_recv().is_ok() {}
+            }
+        }
+    }
+}
