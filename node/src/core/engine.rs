@@ -451,8 +451,10 @@ impl Engine {
                 }
                 self.heard
                     .retain(|_, (_, _, at)| now.saturating_sub(*at) <= et);
+                // A leader we were pointed to gets a few heartbeats to sync us; if it is
+                // dead (the pointer was stale), stop waiting for it.
                 if let Some((_, at)) = &self.joining {
-                    if now.saturating_sub(*at) > et {
+                    if now.saturating_sub(*at) > 3 * hb {
                         self.joining = None;
                     }
                 }
@@ -783,13 +785,11 @@ impl Engine {
         }
     }
 
-    fn live_leader(&self) -> Option<(NodeId, u64)> {
+    /// The leader we lead or follow, if we heard from it within `within` ms.
+    fn live_leader(&self, within: u64) -> Option<(NodeId, u64)> {
         match &self.role {
             Role::Leading(l) => Some((self.id.clone(), l.epoch)),
-            Role::Following
-                if self.now.saturating_sub(self.last_leader_contact)
-                    <= self.timing.election_timeout_ms =>
-            {
+            Role::Following if self.now.saturating_sub(self.last_leader_contact) <= within => {
                 self.leader.clone().map(|l| (l, self.accepted_epoch))
             }
             _ => None,
@@ -804,7 +804,9 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         self.max_seen_epoch = self.max_seen_epoch.max(accepted_epoch);
-        if let Some((leader, epoch)) = self.live_leader() {
+        // Point a looking node only to a leader heard very recently: a stale pointer to a
+        // dead leader would only delay the election.
+        if let Some((leader, epoch)) = self.live_leader(2 * self.timing.heartbeat_ms) {
             self.send(out, &from, Message::LeaderIs { leader, epoch });
             return;
         }
@@ -866,7 +868,7 @@ impl Engine {
             creds: me.creds(),
             leader,
         };
-        if let Some((leader, _)) = self.live_leader() {
+        if let Some((leader, _)) = self.live_leader(self.timing.election_timeout_ms) {
             // Leader stickiness: a live leader is not disrupted by a candidate.
             let msg = reject(self, Some(leader));
             self.send(out, &from, msg);

@@ -1,0 +1,306 @@
+//! The smart client.
+
+use std::time::Duration;
+
+use guessgame_node::proto::{self as pb, game_client::GameClient};
+use guessgame_node::transport::channel;
+use serde::Serialize;
+use thiserror::Error;
+use tokio::time::{sleep, Instant};
+use tonic::transport::Channel;
+
+/// What went wrong, in terms a caller branches on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Bad input; nothing written.
+    InvalidArgument,
+    /// `guess` with no open round; nothing written.
+    NoOpenRound,
+    /// Second guess in a round; nothing written.
+    DuplicateGuess,
+    /// No leader within the time limit; nothing written, retry later.
+    NoLeader,
+    /// No node answered; nothing written.
+    Unavailable,
+    /// The write may or may not have been applied.
+    OutcomeUnknown,
+    Internal,
+}
+
+impl ErrorKind {
+    /// Safe to send again: the request certainly was not applied.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::NoLeader | ErrorKind::Unavailable)
+    }
+}
+
+#[derive(Clone, Debug, Error, Serialize)]
+#[error("{message}")]
+pub struct ClientError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ClientError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ClientError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn from_pb(e: pb::Error) -> Self {
+        use pb::ErrorKind as K;
+        let kind = match K::try_from(e.kind).unwrap_or(K::Unspecified) {
+            K::InvalidArgument => ErrorKind::InvalidArgument,
+            K::NoOpenRound => ErrorKind::NoOpenRound,
+            K::DuplicateGuess => ErrorKind::DuplicateGuess,
+            K::NoLeader => ErrorKind::NoLeader,
+            K::OutcomeUnknown => ErrorKind::OutcomeUnknown,
+            K::Internal | K::Unspecified => ErrorKind::Internal,
+        };
+        ClientError::new(kind, e.message)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RoundResult {
+    pub round: u64,
+    pub target: u32,
+    pub winner: Option<String>,
+    pub guess: Option<u32>,
+}
+
+impl From<pb::RoundResult> for RoundResult {
+    fn from(r: pb::RoundResult) -> Self {
+        RoundResult {
+            round: r.round,
+            target: r.target,
+            winner: r.has_winner.then(|| r.winner.clone()),
+            guess: r.has_winner.then_some(r.guess),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GameState {
+    pub round: u64,
+    pub target: Option<u32>,
+    pub guesses: u64,
+    pub last_result: Option<RoundResult>,
+    pub node: String,
+    /// Last zxid applied on the node that answered (`epoch:counter`).
+    pub applied: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WriteOutcome {
+    pub round: u64,
+    pub target: u32,
+    pub zxid: String,
+    pub closed: Option<RoundResult>,
+    pub leader: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuessOutcome {
+    pub round: u64,
+    pub value: u32,
+    pub zxid: String,
+    pub leader: String,
+}
+
+pub(crate) fn zxid_text(z: Option<pb::Zxid>) -> String {
+    let z = z.unwrap_or_default();
+    format!("{}:{}", z.epoch, z.counter)
+}
+
+/// A client bound to an ordered list of nodes. It tries them in turn: a node that cannot
+/// be reached, or that has no leader, is skipped; requests that may have been applied are
+/// never re-sent.
+#[derive(Clone)]
+pub struct Client {
+    endpoints: Vec<(String, GameClient<Channel>)>,
+    timeout: Duration,
+    preferred: usize,
+}
+
+/// True when the call failed before the request could reach the node.
+fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut text = status.message().to_string();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(e) = source {
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text.contains("connect") || text.contains("refused")
+}
+
+impl Client {
+    /// `endpoints`: `(label, host:port)` pairs; `timeout`: the whole budget of one request.
+    pub fn new(endpoints: &[(String, String)], timeout: Duration) -> Result<Client, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::new(
+                ErrorKind::InvalidArgument,
+                "no node to talk to",
+            ));
+        }
+        let endpoints = endpoints
+            .iter()
+            .map(|(label, addr)| {
+                let ch = channel(addr, timeout + Duration::from_secs(1)).map_err(|e| {
+                    ClientError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("bad address {addr}: {e}"),
+                    )
+                })?;
+                Ok((label.clone(), GameClient::new(ch)))
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(Client {
+            endpoints,
+            timeout,
+            preferred: 0,
+        })
+    }
+
+    /// Runs `call` against the endpoints in turn until one gives a final answer.
+    async fn with_failover<T, F, Fut>(
+        &mut self,
+        idempotent: bool,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(GameClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Result<T, pb::Error>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let n = self.endpoints.len();
+        let mut attempt = 0usize;
+        loop {
+            let i = (self.preferred + attempt) % n;
+            let (label, client) = self.endpoints[i].clone();
+            let last_err = match call(client).await {
+                Ok(Ok(v)) => {
+                    self.preferred = i;
+                    return Ok(v);
+                }
+                Ok(Err(e)) => {
+                    let e = ClientError::from_pb(e);
+                    if e.kind != ErrorKind::NoLeader {
+                        return Err(e);
+                    }
+                    ClientError::new(e.kind, format!("{label}: {}", e.message))
+                }
+                Err(status) if idempotent || never_sent(&status) => ClientError::new(
+                    ErrorKind::Unavailable,
+                    format!("{label} unreachable: {}", status.message()),
+                ),
+                Err(status) => {
+                    return Err(ClientError::new(
+                        ErrorKind::OutcomeUnknown,
+                        format!(
+                            "lost {label} after sending the request ({}): it may or may not have been applied",
+                            status.message()
+                        ),
+                    ));
+                }
+            };
+            attempt += 1;
+            if Instant::now() >= deadline {
+                return Err(last_err);
+            }
+            if attempt % n == 0 {
+                sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Closes the open round and opens the next with `value` as target.
+    pub async fn write(
+        &mut self,
+        client_id: &str,
+        value: u32,
+    ) -> Result<WriteOutcome, ClientError> {
+        let req = pb::WriteRequest {
+            client_id: client_id.to_string(),
+            value,
+            forwarded: false,
+        };
+        self.with_failover(false, |mut c| {
+            let req = req.clone();
+            async move {
+                let r = c.write(req).await?.into_inner();
+                Ok(match r.error {
+                    Some(e) => Err(e),
+                    None => Ok(WriteOutcome {
+                        round: r.round,
+                        target: r.target,
+                        zxid: zxid_text(r.zxid),
+                        closed: r.closed.map(Into::into),
+                        leader: r.leader,
+                    }),
+                })
+            }
+        })
+        .await
+    }
+
+    pub async fn guess(
+        &mut self,
+        client_id: &str,
+        value: u32,
+    ) -> Result<GuessOutcome, ClientError> {
+        let req = pb::GuessRequest {
+            client_id: client_id.to_string(),
+            value,
+            forwarded: false,
+        };
+        self.with_failover(false, |mut c| {
+            let req = req.clone();
+            async move {
+                let r = c.guess(req).await?.into_inner();
+                Ok(match r.error {
+                    Some(e) => Err(e),
+                    None => Ok(GuessOutcome {
+                        round: r.round,
+                        value,
+                        zxid: zxid_text(r.zxid),
+                        leader: r.leader,
+                    }),
+                })
+            }
+        })
+        .await
+    }
+
+    /// The game state. Local to the node asked unless `linearizable` (then confirmed by the
+    /// leader with a quorum round before it answers).
+    pub async fn read(&mut self, linearizable: bool) -> Result<GameState, ClientError> {
+        self.with_failover(true, |mut c| async move {
+            let r = c
+                .read(pb::ReadRequest {
+                    linearizable,
+                    forwarded: false,
+                })
+                .await?
+                .into_inner();
+            Ok(match r.error {
+                Some(e) => Err(e),
+                None => Ok(GameState {
+                    round: r.round,
+                    target: r.has_target.then_some(r.target),
+                    guesses: r.guesses,
+                    last_result: r.last_result.map(Into::into),
+                    node: r.node,
+                    applied: zxid_text(r.applied),
+                }),
+            })
+        })
+        .await
+    }
+}

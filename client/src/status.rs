@@ -1,0 +1,93 @@
+//! Asks each member for its own view: role, epoch, last logged and committed zxid.
+
+use std::time::Duration;
+
+use guessgame_node::proto::{self as pb, game_client::GameClient};
+use guessgame_node::transport::channel;
+use serde::Serialize;
+
+use crate::client::zxid_text;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    pub id: String,
+    /// `leader`, `follower`, `looking` or `unreachable`.
+    pub role: String,
+    pub epoch: u64,
+    pub accepted_epoch: u64,
+    pub last_zxid: String,
+    pub last_committed: String,
+    /// The leader this node follows (or is), if any.
+    pub leader: Option<String>,
+    pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EnsembleStatus {
+    /// The leader a majority of the reachable nodes agree on (none during elections).
+    pub leader: Option<String>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// Queries one node.
+pub async fn node_status(id: &str, address: &str, timeout: Duration) -> NodeStatus {
+    let unreachable = |e: String| NodeStatus {
+        id: id.to_string(),
+        role: "unreachable".into(),
+        epoch: 0,
+        accepted_epoch: 0,
+        last_zxid: "0:0".into(),
+        last_committed: "0:0".into(),
+        leader: None,
+        address: address.to_string(),
+        error: Some(e),
+    };
+    let ch = match channel(address, timeout) {
+        Ok(ch) => ch,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    match GameClient::new(ch).status(pb::StatusRequest {}).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            NodeStatus {
+                id: if r.node_id.is_empty() {
+                    id.to_string()
+                } else {
+                    r.node_id
+                },
+                role: r.role,
+                epoch: r.current_epoch,
+                accepted_epoch: r.accepted_epoch,
+                last_zxid: zxid_text(r.last_zxid),
+                last_committed: zxid_text(r.last_committed),
+                leader: (!r.leader.is_empty()).then_some(r.leader),
+                address: address.to_string(),
+                error: None,
+            }
+        }
+        Err(s) => unreachable(s.message().to_string()),
+    }
+}
+
+/// Queries all `(id, address)` members concurrently.
+pub async fn ensemble_status(members: &[(String, String)], timeout: Duration) -> EnsembleStatus {
+    let futures = members
+        .iter()
+        .map(|(id, addr)| node_status(id, addr, timeout));
+    let nodes: Vec<NodeStatus> = futures::future::join_all(futures).await;
+    // The leader is the node that says it leads and that a majority of members follow.
+    let leader = nodes
+        .iter()
+        .filter(|n| n.role == "leader")
+        .map(|n| n.id.clone())
+        .find(|l| {
+            let backing = nodes
+                .iter()
+                .filter(|n| n.leader.as_deref() == Some(l))
+                .count();
+            2 * backing > members.len()
+        });
+    EnsembleStatus { leader, nodes }
+}
