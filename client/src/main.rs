@@ -17,7 +17,6 @@ use guessgame_client::{
 
 #[derive(Parser)]
 #[command(name = "guessgame", version, about = "Client for a guessgame ensemble")]
-#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(flatten)]
     opts: Opts,

@@ -12,7 +12,6 @@ use guessgame_node::{config::Config, launcher, server};
     version,
     about = "A guessgame ensemble member (ZAB-style replication, SQLite log)"
 )]
-#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     /// This node's id, as in the config (e.g. node1).
     #[arg(long, env = "GUESSGAME_NODE_ID")]

@@ -1,0 +1,141 @@
+//! The original lab's normal and guessing flows, through the real CLI, across five nodes.
+
+use guessgame_tests::*;
+
+#[test]
+fn normal_and_guessing_flows_across_all_five_nodes() {
+    let _turn = serial();
+    let rt = runtime();
+    let (cluster, _leader) = started(&rt, 5, |_| {});
+
+    // Seed form, exactly as the lab's README has it.
+    let o = cli(
+        &cluster,
+        &[
+            "--client-id",
+            "client1",
+            "--node",
+            "node1",
+            "--command",
+            "write",
+            "--value",
+            "50",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("round 1 open with target 50"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Normal flow: every node sees the new target.
+    for id in cluster.ids() {
+        let r = cli_json(
+            &cluster,
+            &["--client-id", "client2", "--node", &id, "--command", "read"],
+        );
+        assert_eq!(r["round"], 1, "{id}: {r}");
+        assert_eq!(r["target"], 50, "{id}: {r}");
+        assert_eq!(r["node"], id.as_str());
+        assert!(r["last_result"].is_null());
+    }
+
+    // Guessing flow: guesses through different followers, then the next write closes the round.
+    for (client, node, value) in [
+        ("client3", "node3", "45"),
+        ("client4", "node4", "55"),
+        ("client5", "node5", "60"),
+    ] {
+        let g = cli_json(
+            &cluster,
+            &["--client-id", client, "--node", node, "guess", value],
+        );
+        assert_eq!(g["round"], 1);
+    }
+    let w = cli_json(
+        &cluster,
+        &["--client-id", "client1", "--node", "node2", "write", "75"],
+    );
+    assert_eq!(w["round"], 2);
+    assert_eq!(w["closed"]["winner"], "client3");
+    assert_eq!(w["closed"]["guess"], 45);
+
+    for id in cluster.ids() {
+        let r = cli_json(&cluster, &["--node", &id, "read", "--linearizable"]);
+        assert_eq!(
+            (
+                r["round"].clone(),
+                r["target"].clone(),
+                r["guesses"].clone()
+            ),
+            (2.into(), 75.into(), 0.into()),
+            "{r}"
+        );
+        assert_eq!(r["last_result"]["round"], 1);
+        assert_eq!(r["last_result"]["target"], 50);
+        assert_eq!(r["last_result"]["winner"], "client3");
+        assert_eq!(r["last_result"]["guess"], 45);
+    }
+    // Local reads catch up on every node too (sequential consistency).
+    for id in cluster.ids() {
+        let mut ok = false;
+        for _ in 0..50 {
+            let r = cli_json(&cluster, &["--node", &id, "read"]);
+            if r["round"] == 2 && r["last_result"]["winner"] == "client3" {
+                ok = true;
+                break;
+            }
+            sleep_ms(50);
+        }
+        assert!(ok, "{id} never applied round 2");
+    }
+
+    let st = cli_json(&cluster, &["status"]);
+    assert!(st["leader"].is_string(), "{st}");
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5);
+    assert_eq!(nodes.iter().filter(|n| n["role"] == "leader").count(), 1);
+    assert_eq!(nodes.iter().filter(|n| n["role"] == "follower").count(), 4);
+}
+
+#[test]
+fn game_rules_refuse_a_second_guess_and_a_guess_without_a_round() {
+    let _turn = serial();
+    let rt = runtime();
+    let (cluster, _) = started(&rt, 3, |_| {});
+
+    let o = cli(&cluster, &["--client-id", "c1", "guess", "10"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no round is open"), "{}", stderr(&o));
+
+    cli_json(&cluster, &["--client-id", "c0", "write", "30"]);
+    cli_json(
+        &cluster,
+        &["--client-id", "c1", "--node", "node1", "guess", "10"],
+    );
+    let o = cli(
+        &cluster,
+        &["--client-id", "c1", "--node", "node2", "guess", "20"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("already guessed in round 1"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Tie: the earliest committed guess wins.
+    cli_json(&cluster, &["--client-id", "c2", "guess", "50"]);
+    let w = cli_json(&cluster, &["--client-id", "c0", "write", "40"]);
+    assert_eq!(w["closed"]["winner"], "c1", "{w}");
+    let r = cli_json(&cluster, &["read", "--linearizable"]);
+    assert_eq!(r["guesses"], 0);
+    // The refused guess wrote nothing: round 1 had exactly two guesses on every node's log.
+    let log = assert_committed_prefixes_agree(&cluster);
+    let guesses = log
+        .iter()
+        .filter(|(_, op)| op.contains("\"guess\"") && op.contains("\"round\":1"))
+        .count();
+    assert_eq!(guesses, 2, "{log:?}");
+}
