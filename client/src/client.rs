@@ -214,7 +214,7 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(last_err);
             }
-            if attempt % n == 0 {
+            if attempt.is_multiple_of(n) {
                 sleep(Duration::from_millis(100)).await;
             }
         }

@@ -119,7 +119,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let n = self.nodes.len();
-        if n == 0 || n > 9 || n % 2 == 0 {
+        if n == 0 || n > 9 || n.is_multiple_of(2) {
             return Err(ConfigError::Invalid(format!(
                 "an ensemble has an odd number of nodes between 1 and 9, got {n}"
             )));
@@ -226,8 +226,10 @@ mod tests {
 
     #[test]
     fn quorum_that_is_not_a_majority_is_refused() {
-        let mut c = Config::default();
-        c.quorum_size = Some(2);
+        let mut c = Config {
+            quorum_size: Some(2),
+            ..Default::default()
+        };
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("not a majority"), "{err}");
         c.quorum_size = Some(6);

@@ -84,7 +84,7 @@ async fn sender(
             Ok(_) => failures = 0,
             Err(status) => {
                 failures += 1;
-                if failures == 1 || failures % 50 == 0 {
+                if failures == 1 || failures.is_multiple_of(50) {
                     tracing::debug!(%peer, code = ?status.code(), "peer unreachable: {}", status.message());
                 }
                 // Drop what piled up meanwhile; back off a little so a dead peer costs nothing.
