@@ -199,3 +199,86 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Credentials, Message, Persistent, Timing};
+    use crate::storage::{MemoryStore, StorageError};
+    use std::sync::Mutex;
+
+    type Journal = Arc<Mutex<Vec<String>>>;
+
+    struct RecordingStore(MemoryStore, Journal);
+    impl LogStore for RecordingStore {
+        fn load(&mut self) -> Result<Persistent, StorageError> {
+            self.0.load()
+        }
+        fn persist(&mut self, ops: &[StorageOp]) -> Result<(), StorageError> {
+            if !ops.is_empty() {
+                self.1
+                    .lock()
+                    .unwrap()
+                    .push(format!("persist {}", ops.len()));
+            }
+            self.0.persist(ops)
+        }
+    }
+    struct RecordingTransport(Journal);
+    impl Transport for RecordingTransport {
+        fn send(&mut self, to: &NodeId, msg: &Message) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("send {} {to}", msg.kind()));
+        }
+    }
+
+    #[test]
+    fn a_turn_persists_before_it_sends() {
+        let journal: Journal = Arc::default();
+        let ids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let timing = Timing {
+            heartbeat_ms: 20,
+            election_timeout_ms: 100,
+        };
+        let engine = Engine::new("c".into(), ids, 2, timing, Persistent::default(), 1);
+        let (tx, view, thread) = spawn(
+            engine,
+            Box::new(RecordingStore(MemoryStore::default(), journal.clone())),
+            Box::new(RecordingTransport(journal.clone())),
+        );
+        let hello = |from: &str| Command::Peer {
+            from: from.into(),
+            msg: Message::Hello {
+                accepted_epoch: 0,
+                creds: Credentials {
+                    last_zxid: Zxid::ZERO,
+                    node_id: from.into(),
+                },
+            },
+        };
+        // "c" ranks highest among the looking nodes: after the gathering delay it stands,
+        // which persists its new epoch and asks the others to accept it.
+        for _ in 0..40 {
+            tx.send(hello("a")).unwrap();
+            tx.send(Command::Tick).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        tx.send(Command::Stop).unwrap();
+        thread.join().unwrap();
+        let j = journal.lock().unwrap().clone();
+        let stood = j
+            .iter()
+            .position(|l| l.starts_with("send new_epoch"))
+            .expect("stood for leader");
+        // The only thing persisted in this run is the new epoch: it must precede the ask.
+        assert!(j[..stood].iter().any(|l| l.starts_with("persist")), "{j:?}");
+        assert_eq!(
+            j.iter().filter(|l| l.starts_with("persist")).count(),
+            1,
+            "{j:?}"
+        );
+        assert_eq!(view.read().unwrap().accepted_epoch, 1);
+    }
+}
