@@ -124,6 +124,9 @@ pub struct Client {
     endpoints: Vec<(String, GameClient<Channel>)>,
     timeout: Duration,
     preferred: usize,
+    /// Newest zxid this client has seen applied: a local read from a node that is behind it
+    /// is refused, so this client's reads never go back in time (ZooKeeper does the same).
+    seen: (u64, u64),
 }
 
 /// True when the call failed before the request could reach the node.
@@ -165,6 +168,7 @@ impl Client {
             endpoints,
             timeout,
             preferred: 0,
+            seen: (0, 0),
         })
     }
 
@@ -231,23 +235,26 @@ impl Client {
             value,
             forwarded: false,
         };
-        self.with_failover(false, |mut c| {
-            let req = req.clone();
-            async move {
-                let r = c.write(req).await?.into_inner();
-                Ok(match r.error {
-                    Some(e) => Err(e),
-                    None => Ok(WriteOutcome {
-                        round: r.round,
-                        target: r.target,
-                        zxid: zxid_text(r.zxid),
-                        closed: r.closed.map(Into::into),
-                        leader: r.leader,
-                    }),
-                })
-            }
-        })
-        .await
+        let w = self
+            .with_failover(false, |mut c| {
+                let req = req.clone();
+                async move {
+                    let r = c.write(req).await?.into_inner();
+                    Ok(match r.error {
+                        Some(e) => Err(e),
+                        None => Ok(WriteOutcome {
+                            round: r.round,
+                            target: r.target,
+                            zxid: zxid_text(r.zxid),
+                            closed: r.closed.map(Into::into),
+                            leader: r.leader,
+                        }),
+                    })
+                }
+            })
+            .await?;
+        self.saw(&w.zxid);
+        Ok(w)
     }
 
     pub async fn guess(
@@ -260,47 +267,73 @@ impl Client {
             value,
             forwarded: false,
         };
-        self.with_failover(false, |mut c| {
-            let req = req.clone();
-            async move {
-                let r = c.guess(req).await?.into_inner();
-                Ok(match r.error {
-                    Some(e) => Err(e),
-                    None => Ok(GuessOutcome {
-                        round: r.round,
-                        value,
-                        zxid: zxid_text(r.zxid),
-                        leader: r.leader,
-                    }),
-                })
-            }
-        })
-        .await
+        let g = self
+            .with_failover(false, |mut c| {
+                let req = req.clone();
+                async move {
+                    let r = c.guess(req).await?.into_inner();
+                    Ok(match r.error {
+                        Some(e) => Err(e),
+                        None => Ok(GuessOutcome {
+                            round: r.round,
+                            value,
+                            zxid: zxid_text(r.zxid),
+                            leader: r.leader,
+                        }),
+                    })
+                }
+            })
+            .await?;
+        self.saw(&g.zxid);
+        Ok(g)
     }
 
     /// The game state. Local to the node asked unless `linearizable` (then confirmed by the
     /// leader with a quorum round before it answers).
     pub async fn read(&mut self, linearizable: bool) -> Result<GameState, ClientError> {
-        self.with_failover(true, |mut c| async move {
-            let r = c
-                .read(pb::ReadRequest {
-                    linearizable,
-                    forwarded: false,
-                })
-                .await?
-                .into_inner();
-            Ok(match r.error {
-                Some(e) => Err(e),
-                None => Ok(GameState {
+        let seen = self.seen;
+        let state = self
+            .with_failover(true, |mut c| async move {
+                let r = c
+                    .read(pb::ReadRequest {
+                        linearizable,
+                        forwarded: false,
+                    })
+                    .await?
+                    .into_inner();
+                if let Some(e) = r.error {
+                    return Ok(Err(e));
+                }
+                let applied = r.applied.unwrap_or_default();
+                if (applied.epoch, applied.counter) < seen {
+                    // This node is behind what we already saw: ask another one.
+                    return Ok(Err(pb::Error {
+                        kind: pb::ErrorKind::NoLeader as i32,
+                        message: format!(
+                            "{} has applied only up to {}:{}, older than what this client saw",
+                            r.node, applied.epoch, applied.counter
+                        ),
+                    }));
+                }
+                Ok(Ok(GameState {
                     round: r.round,
                     target: r.has_target.then_some(r.target),
                     guesses: r.guesses,
                     last_result: r.last_result.map(Into::into),
                     node: r.node,
                     applied: zxid_text(r.applied),
-                }),
+                }))
             })
-        })
-        .await
+            .await?;
+        self.saw(&state.applied);
+        Ok(state)
+    }
+
+    fn saw(&mut self, zxid: &str) {
+        if let Some((e, c)) = zxid.split_once(':') {
+            if let (Ok(e), Ok(c)) = (e.parse(), c.parse()) {
+                self.seen = self.seen.max((e, c));
+            }
+        }
     }
 }

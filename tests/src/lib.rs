@@ -1,5 +1,7 @@
 //! Helpers for the multi-process tests: a started local ensemble, the CLI, the SQLite logs.
 
+pub mod chaos;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, OnceLock};

@@ -33,12 +33,18 @@ fn node_all_starts_every_configured_node_and_sigint_stops_them() {
     for id in cluster.ids() {
         assert!(cluster.db_path(&id).exists(), "{id}");
     }
-    let ok = Command::new("kill").args(["-INT", &all.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args(["-INT", &all.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
     let status = all.wait().unwrap();
     assert!(status.success(), "{status}");
     let out = std::io::read_to_string(all.stdout.take().unwrap()).unwrap();
-    assert!(out.contains("[node1] started") && out.contains("[node3] stopped"), "{out}");
+    assert!(
+        out.contains("[node1] started") && out.contains("[node3] stopped"),
+        "{out}"
+    );
     let st = rt.block_on(cluster.status());
     assert!(st.nodes.iter().all(|n| n.role == "unreachable"), "{st:?}");
 }
