@@ -1,7 +1,9 @@
 //! The ensemble configuration (the original lab's `config.py`, as TOML), read by node and client.
 //!
-//! Looked up in this order: `--config FILE`, `$GUESSGAME_CONFIG`, then the built-in default:
-//! five nodes `node1`..`node5` on 127.0.0.1:7101..7105.
+//! Looked up in this order: `--config FILE`, `$GUESSGAME_CONFIG`, then — in a Kubernetes
+//! StatefulSet pod, when `$GUESSGAME_REPLICAS` is set — the ensemble derived from the pod's
+//! environment ([`PodSettings`]), then the built-in default: five nodes `node1`..`node5` on
+//! 127.0.0.1:7101..7105.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,6 +65,8 @@ pub enum ConfigError {
     Invalid(String),
     #[error("unknown node {id:?}: the configured nodes are {known}")]
     UnknownNode { id: String, known: String },
+    #[error("invalid pod environment: {0}")]
+    Pod(String),
 }
 
 impl Default for Config {
@@ -89,12 +93,22 @@ impl Config {
         }
     }
 
-    /// `--config` if given, else `$GUESSGAME_CONFIG`, else the built-in default.
+    /// `--config` if given, else `$GUESSGAME_CONFIG`, else the pod environment (when
+    /// `$GUESSGAME_REPLICAS` is set, see [`PodSettings`]), else the built-in default.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        if path.is_none() && from_env.is_some() && std::env::var_os(REPLICAS_ENV).is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "${CONFIG_ENV} and ${REPLICAS_ENV} are both set: use a config file or the pod \
+                 environment, not both"
+            )));
+        }
         let config = match path.map(Path::to_path_buf).or(from_env) {
             Some(path) => Self::from_file(&path)?,
-            None => Config::default(),
+            None => match PodSettings::from_env()? {
+                Some(pod) => pod.config()?,
+                None => Config::default(),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -211,6 +225,240 @@ impl Config {
     }
 }
 
+/// Set in a StatefulSet pod: the number of ensemble members. Turns on the pod mode
+/// ([`PodSettings`]).
+pub const REPLICAS_ENV: &str = "GUESSGAME_REPLICAS";
+/// The node port in the pod mode unless `$GUESSGAME_PORT` says otherwise.
+pub const DEFAULT_POD_PORT: u16 = 7100;
+
+/// The ensemble as seen from a Kubernetes StatefulSet pod, read from its environment.
+///
+/// The members are the StatefulSet's pods `<statefulset>-0` .. `<statefulset>-<replicas-1>`;
+/// a node's id is its pod name, and peers are dialled at their stable DNS names in the
+/// headless Service. Membership is static: a pod whose ordinal is outside the replica count
+/// refuses to start (two different peer lists could form two quorums).
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `GUESSGAME_REPLICAS` | ensemble size (odd, 1-9); turns the pod mode on | — |
+/// | `POD_NAME` | this pod, `<statefulset>-<ordinal>` (downward API) | `$HOSTNAME`, else the kernel's hostname |
+/// | `GUESSGAME_STATEFULSET` | the StatefulSet's name (needed only where no pod name is known, e.g. a client outside the pods) | from the pod name |
+/// | `GUESSGAME_SERVICE` | the headless Service | `<statefulset>-headless` |
+/// | `POD_NAMESPACE` | the namespace (downward API) | none: `<pod>.<service>` resolves through the pod's DNS search path |
+/// | `GUESSGAME_PORT` | the node port, listened on at `0.0.0.0` | `7100` |
+/// | `GUESSGAME_CLUSTER_DOMAIN` | appended as `.svc.<domain>` | none: `<pod>.<service>.<namespace>.svc` |
+/// | `GUESSGAME_PEER_TEMPLATE` | a member's `host:port`, with `{pod}`, `{ordinal}`, `{statefulset}`, `{service}`, `{namespace}`, `{port}`, `{domain}` | see above |
+/// | `GUESSGAME_HEARTBEAT_INTERVAL_MS`, `GUESSGAME_ELECTION_TIMEOUT_MS`, `GUESSGAME_REQUEST_TIMEOUT_MS` | timing | as in the TOML file |
+///
+/// DNS records of a new pod can lag by tens of seconds even with `publishNotReadyAddresses`:
+/// peers are dialled through lazily connecting channels, so a name that does not resolve yet
+/// is simply an unreachable peer, retried on every send (logged at debug level).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSettings {
+    /// This pod's name (= its node id); `None` for a client outside the pods.
+    pub pod_name: Option<String>,
+    pub statefulset: String,
+    pub ordinal: Option<usize>,
+    pub replicas: usize,
+    pub namespace: Option<String>,
+    pub service: String,
+    pub port: u16,
+    pub cluster_domain: Option<String>,
+    pub peer_template: Option<String>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub election_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| ConfigError::Pod(format!("${name} = {value:?} is not a valid number")))
+}
+
+/// `web-3` → (`web`, 3). Only canonical ordinals (no sign, no leading zeros).
+fn split_pod_name(pod: &str) -> Option<(&str, usize)> {
+    let (prefix, ordinal) = pod.rsplit_once('-')?;
+    let n: usize = ordinal.parse().ok()?;
+    (!prefix.is_empty() && n.to_string() == ordinal).then_some((prefix, n))
+}
+
+impl PodSettings {
+    /// Reads the process environment; `Ok(None)` when `$GUESSGAME_REPLICAS` is not set.
+    pub fn from_env() -> Result<Option<PodSettings>, ConfigError> {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string());
+        Self::from_vars(|name| std::env::var(name).ok(), hostname)
+    }
+
+    /// Like [`from_env`](Self::from_env), with the variables from `var` and the kernel's
+    /// hostname given (for tests).
+    pub fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+        hostname: Option<String>,
+    ) -> Result<Option<PodSettings>, ConfigError> {
+        let get = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let Some(replicas) = get(REPLICAS_ENV) else {
+            return Ok(None);
+        };
+        let replicas: usize = parse_env(REPLICAS_ENV, &replicas)?;
+        let sts_env = get("GUESSGAME_STATEFULSET");
+        let (pod_name, statefulset, ordinal) = if let Some(pod) = get("POD_NAME") {
+            let (prefix, n) = split_pod_name(&pod).ok_or_else(|| {
+                ConfigError::Pod(format!(
+                    "$POD_NAME = {pod:?} is not a StatefulSet pod name <statefulset>-<ordinal>"
+                ))
+            })?;
+            if let Some(sts) = sts_env.as_deref().filter(|s| *s != prefix) {
+                return Err(ConfigError::Pod(format!(
+                    "pod {pod:?} does not belong to StatefulSet {sts:?} ($GUESSGAME_STATEFULSET)"
+                )));
+            }
+            (Some(pod.clone()), prefix.to_string(), Some(n))
+        } else if let Some((host, prefix, n)) = get("HOSTNAME")
+            .or(hostname.filter(|h| !h.is_empty()))
+            .and_then(|h| {
+                let (prefix, n) = split_pod_name(&h)?;
+                Some((h.clone(), prefix.to_string(), n))
+            })
+            .filter(|(_, prefix, _)| sts_env.as_deref().is_none_or(|s| s == prefix))
+        {
+            (Some(host), prefix, Some(n))
+        } else if let Some(sts) = sts_env {
+            (None, sts, None)
+        } else {
+            return Err(ConfigError::Pod(
+                "cannot tell this pod's name: set $POD_NAME (downward API metadata.name), \
+                 or $GUESSGAME_STATEFULSET outside a pod"
+                    .into(),
+            ));
+        };
+        if let Some(n) = ordinal.filter(|n| *n >= replicas) {
+            return Err(ConfigError::Pod(format!(
+                "pod {} has ordinal {n}, outside the ensemble of {replicas} ({statefulset}-0 .. \
+                 {statefulset}-{}); membership changes are not supported",
+                pod_name.as_deref().unwrap_or_default(),
+                replicas.saturating_sub(1)
+            )));
+        }
+        let number = |name: &str| get(name).map(|v| parse_env::<u64>(name, &v)).transpose();
+        let port = match get("GUESSGAME_PORT") {
+            Some(p) => match parse_env::<u16>("GUESSGAME_PORT", &p)? {
+                0 => return Err(ConfigError::Pod("$GUESSGAME_PORT must not be 0".into())),
+                p => p,
+            },
+            None => DEFAULT_POD_PORT,
+        };
+        let settings = PodSettings {
+            pod_name,
+            service: get("GUESSGAME_SERVICE").unwrap_or_else(|| format!("{statefulset}-headless")),
+            statefulset,
+            ordinal,
+            replicas,
+            namespace: get("POD_NAMESPACE"),
+            port,
+            cluster_domain: get("GUESSGAME_CLUSTER_DOMAIN")
+                .map(|d| d.trim_matches('.').to_string()),
+            peer_template: get("GUESSGAME_PEER_TEMPLATE"),
+            heartbeat_interval_ms: number("GUESSGAME_HEARTBEAT_INTERVAL_MS")?,
+            election_timeout_ms: number("GUESSGAME_ELECTION_TIMEOUT_MS")?,
+            request_timeout_ms: number("GUESSGAME_REQUEST_TIMEOUT_MS")?,
+        };
+        settings.config()?;
+        Ok(Some(settings))
+    }
+
+    /// This node's id (its pod name), when running in a pod.
+    pub fn node_id(&self) -> Option<&str> {
+        self.pod_name.as_deref()
+    }
+
+    /// Where the node listens: every interface, on the node port.
+    pub fn listen_address(&self) -> String {
+        format!("0.0.0.0:{}", self.port)
+    }
+
+    /// The `host:port` of the member with this ordinal.
+    pub fn address(&self, ordinal: usize) -> Result<String, ConfigError> {
+        let pod = format!("{}-{ordinal}", self.statefulset);
+        let (svc, port) = (&self.service, self.port);
+        let Some(template) = &self.peer_template else {
+            return Ok(match (&self.namespace, &self.cluster_domain) {
+                (Some(ns), Some(domain)) => format!("{pod}.{svc}.{ns}.svc.{domain}:{port}"),
+                (Some(ns), None) => format!("{pod}.{svc}.{ns}.svc:{port}"),
+                (None, _) => format!("{pod}.{svc}:{port}"),
+            });
+        };
+        let mut out = String::new();
+        let mut rest = template.as_str();
+        while let Some(start) = rest.find('{') {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find('}').ok_or_else(|| {
+                ConfigError::Pod(format!(
+                    "$GUESSGAME_PEER_TEMPLATE {template:?}: unclosed '{{'"
+                ))
+            })? + start;
+            let value = match &rest[start + 1..end] {
+                "pod" => pod.clone(),
+                "ordinal" => ordinal.to_string(),
+                "statefulset" => self.statefulset.clone(),
+                "service" => svc.clone(),
+                "port" => port.to_string(),
+                "domain" => self
+                    .cluster_domain
+                    .clone()
+                    .unwrap_or_else(|| "cluster.local".into()),
+                "namespace" => self.namespace.clone().ok_or_else(|| {
+                    ConfigError::Pod(
+                        "$GUESSGAME_PEER_TEMPLATE uses {namespace}: set $POD_NAMESPACE".into(),
+                    )
+                })?,
+                other => {
+                    return Err(ConfigError::Pod(format!(
+                        "$GUESSGAME_PEER_TEMPLATE {template:?}: unknown placeholder {{{other}}} \
+                         (known: pod, ordinal, statefulset, service, namespace, port, domain)"
+                    )))
+                }
+            };
+            out.push_str(&value);
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// The ensemble: `<statefulset>-0` .. `<statefulset>-<replicas-1>` at their addresses.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let nodes = (0..self.replicas)
+            .map(|i| {
+                Ok(NodeConfig {
+                    id: format!("{}-{i}", self.statefulset),
+                    address: self.address(i)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let config = Config {
+            heartbeat_interval_ms: self.heartbeat_interval_ms.unwrap_or_else(default_heartbeat),
+            election_timeout_ms: self
+                .election_timeout_ms
+                .unwrap_or_else(default_election_timeout),
+            request_timeout_ms: self
+                .request_timeout_ms
+                .unwrap_or_else(default_request_timeout),
+            quorum_size: None,
+            data_dir: None,
+            nodes,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +502,297 @@ mod tests {
             err.contains("node9") && err.contains("node1, node2"),
             "{err}"
         );
+    }
+
+    fn pod(
+        vars: &[(&str, &str)],
+        hostname: Option<&str>,
+    ) -> Result<Option<PodSettings>, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        PodSettings::from_vars(
+            |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            hostname.map(str::to_string),
+        )
+    }
+
+    #[test]
+    fn pod_mode_is_off_without_replicas() {
+        assert_eq!(pod(&[("POD_NAME", "gg-0")], Some("gg-0")).unwrap(), None);
+        assert_eq!(pod(&[("GUESSGAME_REPLICAS", " ")], None).unwrap(), None);
+    }
+
+    #[test]
+    fn pod_derives_its_id_and_peers_from_the_statefulset() {
+        let p = pod(
+            &[
+                ("GUESSGAME_REPLICAS", "5"),
+                ("POD_NAME", "demo-game-3"),
+                ("POD_NAMESPACE", "games"),
+                ("GUESSGAME_SERVICE", "demo-game-headless"),
+            ],
+            Some("ignored-7"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.node_id(), Some("demo-game-3"));
+        assert_eq!((p.statefulset.as_str(), p.ordinal), ("demo-game", Some(3)));
+        assert_eq!(p.listen_address(), "0.0.0.0:7100");
+        let c = p.config().unwrap();
+        assert_eq!(
+            c.ids(),
+            [
+                "demo-game-0",
+                "demo-game-1",
+                "demo-game-2",
+                "demo-game-3",
+                "demo-game-4"
+            ]
+        );
+        assert_eq!(
+            c.address_of("demo-game-0"),
+            Some("demo-game-0.demo-game-headless.games.svc:7100")
+        );
+        assert_eq!(c.quorum(), 3);
+        // Timing defaults as in the TOML file.
+        assert_eq!(
+            (c.heartbeat_interval_ms, c.election_timeout_ms),
+            (100, 1000)
+        );
+        c.node("demo-game-3").unwrap();
+    }
+
+    #[test]
+    fn pod_name_falls_back_to_the_hostname_and_service_to_sts_headless() {
+        let p = pod(&[("GUESSGAME_REPLICAS", "3"), ("HOSTNAME", "gg-2")], None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.node_id(), Some("gg-2"));
+        // No namespace: the short name resolves through the pod's DNS search path.
+        assert_eq!(p.address(1).unwrap(), "gg-1.gg-headless:7100");
+        let p = pod(&[("GUESSGAME_REPLICAS", "3")], Some("gg-1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.node_id(), Some("gg-1"));
+    }
+
+    #[test]
+    fn cluster_domain_port_and_timing_come_from_the_environment() {
+        let p = pod(
+            &[
+                ("GUESSGAME_REPLICAS", "3"),
+                ("POD_NAME", "gg-0"),
+                ("POD_NAMESPACE", "ns"),
+                ("GUESSGAME_PORT", "9000"),
+                ("GUESSGAME_CLUSTER_DOMAIN", "example.internal."),
+                ("GUESSGAME_HEARTBEAT_INTERVAL_MS", "50"),
+                ("GUESSGAME_ELECTION_TIMEOUT_MS", "700"),
+                ("GUESSGAME_REQUEST_TIMEOUT_MS", "3000"),
+            ],
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let c = p.config().unwrap();
+        assert_eq!(
+            c.address_of("gg-2"),
+            Some("gg-2.gg-headless.ns.svc.example.internal:9000")
+        );
+        assert_eq!(p.listen_address(), "0.0.0.0:9000");
+        assert_eq!(
+            (
+                c.heartbeat_interval_ms,
+                c.election_timeout_ms,
+                c.request_timeout_ms
+            ),
+            (50, 700, 3000)
+        );
+    }
+
+    #[test]
+    fn peer_template_placeholders() {
+        let p = pod(
+            &[
+                ("GUESSGAME_REPLICAS", "3"),
+                ("POD_NAME", "gg-1"),
+                ("POD_NAMESPACE", "ns"),
+                (
+                    "GUESSGAME_PEER_TEMPLATE",
+                    "{pod}.{service}.{namespace}.svc.{domain}:{port}",
+                ),
+            ],
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            p.address(2).unwrap(),
+            "gg-2.gg-headless.ns.svc.cluster.local:7100"
+        );
+        // Loopback ensembles (tests): one port per ordinal.
+        let p = pod(
+            &[
+                ("GUESSGAME_REPLICAS", "3"),
+                ("POD_NAME", "gg-1"),
+                ("GUESSGAME_PEER_TEMPLATE", "127.0.0.1:710{ordinal}"),
+            ],
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            p.config().unwrap().address_of("gg-2"),
+            Some("127.0.0.1:7102")
+        );
+        for (template, expect) in [
+            ("{pod}:{bogus}", "unknown placeholder {bogus}"),
+            ("{pod:7100", "unclosed"),
+            ("{pod}.{namespace}:1", "set $POD_NAMESPACE"),
+        ] {
+            let err = pod(
+                &[
+                    ("GUESSGAME_REPLICAS", "3"),
+                    ("POD_NAME", "gg-1"),
+                    ("GUESSGAME_PEER_TEMPLATE", template),
+                ],
+                None,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(expect), "{template}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_pod_environments_are_refused_with_a_reason() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("GUESSGAME_REPLICAS", "4"), ("POD_NAME", "gg-0")],
+                "odd number",
+            ),
+            (
+                &[("GUESSGAME_REPLICAS", "11"), ("POD_NAME", "gg-0")],
+                "odd number",
+            ),
+            (
+                &[("GUESSGAME_REPLICAS", "five"), ("POD_NAME", "gg-0")],
+                "not a valid number",
+            ),
+            (
+                &[("GUESSGAME_REPLICAS", "3"), ("POD_NAME", "gg-3")],
+                "outside the ensemble",
+            ),
+            (
+                &[("GUESSGAME_REPLICAS", "3"), ("POD_NAME", "gg")],
+                "not a StatefulSet pod name",
+            ),
+            (
+                &[("GUESSGAME_REPLICAS", "3"), ("POD_NAME", "gg-01")],
+                "not a StatefulSet pod",
+            ),
+            (&[("GUESSGAME_REPLICAS", "3")], "set $POD_NAME"),
+            (
+                &[
+                    ("GUESSGAME_REPLICAS", "3"),
+                    ("POD_NAME", "gg-0"),
+                    ("GUESSGAME_STATEFULSET", "other"),
+                ],
+                "does not belong",
+            ),
+            (
+                &[
+                    ("GUESSGAME_REPLICAS", "3"),
+                    ("POD_NAME", "gg-0"),
+                    ("GUESSGAME_PORT", "0"),
+                ],
+                "must not be 0",
+            ),
+            (
+                &[
+                    ("GUESSGAME_REPLICAS", "3"),
+                    ("POD_NAME", "gg-0"),
+                    ("GUESSGAME_HEARTBEAT_INTERVAL_MS", "600"),
+                ],
+                "at least twice",
+            ),
+        ];
+        for (vars, expect) in cases {
+            let err = pod(vars, None).unwrap_err().to_string();
+            assert!(err.contains(expect), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_client_outside_the_pods_needs_only_the_statefulset_name() {
+        // A hostname that is not a pod of this StatefulSet is ignored.
+        let p = pod(
+            &[
+                ("GUESSGAME_REPLICAS", "3"),
+                ("GUESSGAME_STATEFULSET", "gg"),
+                ("POD_NAMESPACE", "ns"),
+            ],
+            Some("laptop-1"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.node_id(), None);
+        assert_eq!(p.config().unwrap().ids(), ["gg-0", "gg-1", "gg-2"]);
+    }
+
+    /// Peer DNS names of a StatefulSet can take tens of seconds to resolve: a node whose peers
+    /// do not resolve at all keeps running, answers its clients, and keeps trying.
+    #[test]
+    fn unresolvable_peers_do_not_stop_a_node() {
+        use crate::proto::{game_client::GameClient, StatusRequest};
+        let dir = tempfile::tempdir().unwrap();
+        let settings = pod(
+            &[
+                ("GUESSGAME_REPLICAS", "3"),
+                ("POD_NAME", "gg-0"),
+                ("POD_NAMESPACE", "nowhere"),
+                ("GUESSGAME_CLUSTER_DOMAIN", "invalid"),
+                ("GUESSGAME_HEARTBEAT_INTERVAL_MS", "20"),
+                ("GUESSGAME_ELECTION_TIMEOUT_MS", "100"),
+            ],
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let config = settings.config().unwrap();
+        assert!(config
+            .address_of("gg-1")
+            .unwrap()
+            .ends_with(".invalid:7100"));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let store = crate::server::open_store(dir.path(), "gg-0").unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let local = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let node = tokio::spawn(crate::server::run(
+                config,
+                "gg-0".into(),
+                store,
+                listener,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            // Several election rounds, each sending to both unresolvable peers.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            assert!(!node.is_finished(), "the node stopped: {:?}", node.await);
+            let ch = crate::transport::channel(&local.to_string(), Duration::from_secs(2)).unwrap();
+            let status = GameClient::new(ch)
+                .status(StatusRequest {})
+                .await
+                .expect("the node answers")
+                .into_inner();
+            assert_eq!(status.node_id, "gg-0");
+            assert_eq!(status.role, "looking");
+            stop.send(()).unwrap();
+            node.await.unwrap().unwrap();
+        });
     }
 }

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use guessgame_node::{config::Config, launcher, server};
+use guessgame_node::{
+    config::{Config, PodSettings},
+    launcher, server,
+};
 
 #[derive(Parser)]
 #[command(
@@ -13,13 +16,15 @@ use guessgame_node::{config::Config, launcher, server};
     about = "A guessgame ensemble member (ZAB-style replication, SQLite log)"
 )]
 struct Cli {
-    /// This node's id, as in the config (e.g. node1).
+    /// This node's id, as in the config (e.g. node1). In a StatefulSet pod
+    /// ($GUESSGAME_REPLICAS set): the pod name, from $POD_NAME or the hostname.
     #[arg(long, env = "GUESSGAME_NODE_ID")]
     node_id: Option<String>,
     #[command(flatten)]
     common: Common,
-    /// Address to listen on (default: this node's address in the config).
-    #[arg(long)]
+    /// Address to listen on (default: this node's address in the config; in a StatefulSet pod,
+    /// 0.0.0.0:$GUESSGAME_PORT).
+    #[arg(long, env = "GUESSGAME_LISTEN")]
     listen: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -52,9 +57,21 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     guessgame_node::init_tracing("info");
     let config = Config::load(cli.common.config.as_deref())?;
+    // The pod mode (a StatefulSet member): only when no config file was named.
+    let pod = if cli.common.config.is_none()
+        && std::env::var_os(guessgame_node::config::CONFIG_ENV).is_none()
+    {
+        PodSettings::from_env()?
+    } else {
+        None
+    };
     let data_dir = cli.common.data_dir.clone().or(config.data_dir.clone());
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
+        Some(Cmd::All) if pod.is_some() => anyhow::bail!(
+            "`guessgame-node all` starts a local ensemble; in a StatefulSet pod ($GUESSGAME_REPLICAS \
+             set) run one node per pod"
+        ),
         Some(Cmd::All) => rt.block_on(launcher::run_all(
             &config,
             cli.common.config.clone(),
@@ -63,11 +80,24 @@ fn real_main() -> anyhow::Result<()> {
         None => {
             let node_id = cli
                 .node_id
+                .or_else(|| pod.as_ref().and_then(|p| p.node_id().map(str::to_string)))
                 .context("--node-id is required (or run `guessgame-node all`)")?;
             let node = config.node(&node_id)?.clone();
             let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("."));
             let store = server::open_store(&data_dir, &node_id)?;
-            let listen = cli.listen.unwrap_or(node.address.clone());
+            let listen = cli
+                .listen
+                .or_else(|| pod.as_ref().map(PodSettings::listen_address))
+                .unwrap_or(node.address.clone());
+            if let Some(pod) = &pod {
+                tracing::info!(
+                    node = %node_id,
+                    members = config.nodes.len(),
+                    service = %pod.service,
+                    peers = %config.nodes.iter().map(|n| n.address.as_str()).collect::<Vec<_>>().join(","),
+                    "StatefulSet pod mode"
+                );
+            }
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await

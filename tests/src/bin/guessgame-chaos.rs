@@ -103,7 +103,7 @@ fn main() {
             let mut rng = Rng::new(seed);
             (
                 (0..schedules)
-                    .map(|_| rng.next() % 1_000_000_000)
+                    .map(|_| rng.next_u64() % 1_000_000_000)
                     .collect::<Vec<_>>(),
                 duration_s,
             )

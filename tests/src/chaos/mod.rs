@@ -25,14 +25,14 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -281,7 +281,7 @@ pub async fn run_schedule(s: &Settings) -> anyhow::Result<Report> {
         tasks.push(tokio::spawn(client_loop(
             id,
             cluster.endpoints(),
-            Rng::new(rng.next()),
+            Rng::new(rng.next_u64()),
             start,
             stop,
             history.clone(),

@@ -56,10 +56,7 @@ impl TestNet {
             n,
             blackholes: Vec::new(),
         };
-        net.setup().map_err(|e| {
-            net.teardown();
-            e
-        })?;
+        net.setup().inspect_err(|_| net.teardown())?;
         Ok(net)
     }
 

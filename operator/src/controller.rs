@@ -1,0 +1,1018 @@
+//! The GuessGame controller: reconcile = apply the owned objects, look at the members, maybe
+//! restart one, write the status.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use guessgame_client::status::{ensemble_status, NodeStatus};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{EventType, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::RwLock;
+use tracing::{debug, info, warn};
+
+use crate::crd::{condition, GuessGame, GuessGameStatus, API_VERSION, KIND};
+use crate::policy::{
+    condition_values, decide_restart, is_true, scale_refusal, to_conditions, MemberView,
+    Observation, Restart,
+};
+use crate::resources::{self, MemberAddress, FIELD_MANAGER, INSTANCE_LABEL};
+use crate::{Error, Metrics, Result};
+
+/// How the operator behaves (command-line flags of `guessgame-operator`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Reconcile every GuessGame at least this often (status freshness).
+    pub requeue: Duration,
+    /// A Running member that has not answered for this long is restarted; also the minimum
+    /// time between two restarts of one GuessGame.
+    pub unresponsive_after: Duration,
+    /// Budget of one member status query.
+    pub probe_timeout: Duration,
+    pub member_address: MemberAddress,
+    /// Appended to member DNS names as `.svc.<domain>` (default: none, `.svc`).
+    pub cluster_domain: Option<String>,
+    /// Watch only this namespace (default: all).
+    pub namespace: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            requeue: Duration::from_secs(5),
+            unresponsive_after: Duration::from_secs(60),
+            probe_timeout: Duration::from_secs(1),
+            member_address: MemberAddress::Auto,
+            cluster_domain: None,
+            namespace: None,
+        }
+    }
+}
+
+/// What the members answered.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Probe {
+    /// One answer per member, in the order asked (`role == "unreachable"`: no answer).
+    pub nodes: Vec<NodeStatus>,
+    /// The leader a majority follows.
+    pub leader: Option<String>,
+    /// The open round and its target, read from the leader.
+    pub round: Option<u64>,
+    pub target: Option<u32>,
+}
+
+/// Asks members for their status (`(node id, host:port)` pairs). A trait so tests can stand
+/// in for real nodes.
+pub trait Prober: Send + Sync + 'static {
+    fn probe(&self, members: Vec<(String, String)>, timeout: Duration)
+        -> BoxFuture<'static, Probe>;
+}
+
+/// The real thing: gRPC, with the client library.
+pub struct GrpcProber;
+
+impl Prober for GrpcProber {
+    fn probe(
+        &self,
+        members: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Probe> {
+        async move {
+            let ensemble = ensemble_status(&members, timeout).await;
+            let mut probe = Probe {
+                nodes: ensemble.nodes,
+                leader: ensemble.leader,
+                ..Default::default()
+            };
+            if let Some((id, addr)) = probe
+                .leader
+                .as_ref()
+                .and_then(|l| members.iter().find(|(id, _)| id == l))
+            {
+                match guessgame_client::Client::new(&[(id.clone(), addr.clone())], timeout) {
+                    Ok(mut client) => match client.read(false).await {
+                        Ok(game) => {
+                            probe.round = Some(game.round);
+                            probe.target = game.target;
+                        }
+                        Err(e) => debug!(leader = %id, "reading the game state: {e}"),
+                    },
+                    Err(e) => debug!(leader = %id, "client for the leader: {e}"),
+                }
+            }
+            probe
+        }
+        .boxed()
+    }
+}
+
+/// Shown by the web server.
+#[derive(Clone, Debug, Serialize)]
+pub struct Diagnostics {
+    pub last_event: Timestamp,
+    #[serde(skip)]
+    pub reporter: Reporter,
+}
+
+impl Default for Diagnostics {
+    fn default() -> Self {
+        Diagnostics {
+            last_event: Timestamp::now(),
+            reporter: Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        }
+    }
+}
+
+/// What the operator remembers of one GuessGame between reconciliations.
+#[derive(Clone, Debug, Default)]
+struct Memory {
+    /// The last status written (the watched object may lag behind it).
+    status: Option<GuessGameStatus>,
+    /// Consecutive failed reconciliations (for the back-off).
+    failures: u32,
+}
+
+/// Shared by the reconciler and the error policy.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub diagnostics: Arc<RwLock<Diagnostics>>,
+    pub settings: Settings,
+    pub prober: Arc<dyn Prober>,
+    reporter: Reporter,
+    memory: Mutex<HashMap<(String, String), Memory>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        diagnostics: Arc<RwLock<Diagnostics>>,
+        settings: Settings,
+        prober: Arc<dyn Prober>,
+        reporter: Reporter,
+    ) -> Context {
+        Context {
+            reporter,
+            client,
+            metrics,
+            diagnostics,
+            settings,
+            prober,
+            memory: Mutex::default(),
+        }
+    }
+
+    fn memory(&self, key: &(String, String)) -> Memory {
+        self.memory
+            .lock()
+            .expect("memory lock")
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn remember(&self, key: (String, String), f: impl FnOnce(&mut Memory)) {
+        f(self
+            .memory
+            .lock()
+            .expect("memory lock")
+            .entry(key)
+            .or_default());
+    }
+
+    /// Writes an `events.k8s.io/v1` Event about `gg`. Each call creates a new Event: kube's
+    /// `Recorder` would fold a second event of the same reason into a series of the first,
+    /// keeping the first note ("demo-2 leads") for a different leader.
+    async fn publish(
+        &self,
+        gg: &GuessGame,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let now = Timestamp::now();
+        let ns = gg.namespace().unwrap_or_default();
+        let event = K8sEvent {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", gg.name_any(), now.as_nanosecond())),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(
+                match type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .into(),
+            ),
+            reason: Some(reason.into()),
+            action: Some(action.into()),
+            // The API server limits notes to 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            regarding: Some(gg.object_ref(&())),
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            ..Default::default()
+        };
+        let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), &ns);
+        // An event that cannot be written is not worth failing the reconciliation for.
+        if let Err(e) = events.create(&PostParams::default(), &event).await {
+            warn!(guessgame = %gg.name_any(), %reason, "cannot publish event: {e}");
+        }
+    }
+}
+
+/// Server-side apply of an owned object, as the operator's field manager.
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
+}
+
+/// The ensemble's size: fixed once recorded (status), else what runs (the StatefulSet), else
+/// the spec (creation).
+pub fn ensemble_size(recorded: Option<i32>, statefulset: Option<&StatefulSet>, spec: i32) -> i32 {
+    recorded
+        .filter(|r| *r > 0)
+        .or_else(|| statefulset.and_then(|s| s.spec.replicas).filter(|r| *r > 0))
+        .unwrap_or(spec)
+}
+
+fn rolled_out(sts: Option<&StatefulSet>, replicas: i32) -> bool {
+    let Some(status) = sts.and_then(|s| s.status.as_ref()) else {
+        return false;
+    };
+    status.updated_replicas.unwrap_or(0) >= replicas
+        && status.current_revision.is_some()
+        && status.current_revision == status.update_revision
+}
+
+/// The reconciler.
+pub async fn reconcile(gg: Arc<GuessGame>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.count_and_measure();
+    ctx.diagnostics.write().await.last_event = Timestamp::now();
+    let ns = gg
+        .namespace()
+        .ok_or_else(|| Error::Invalid("a GuessGame is namespaced".into()))?;
+    let name = gg.name_any();
+    if gg.meta().deletion_timestamp.is_some() {
+        // The owned objects go with it (owner references): nothing to do.
+        return Ok(Action::await_change());
+    }
+    let key = (ns.clone(), name.clone());
+    let action = reconcile_inner(&gg, &ctx, &ns, &key).await?;
+    ctx.remember(key, |m| m.failures = 0);
+    Ok(action)
+}
+
+async fn reconcile_inner(
+    gg: &GuessGame,
+    ctx: &Context,
+    ns: &str,
+    key: &(String, String),
+) -> Result<Action> {
+    let client = &ctx.client;
+    let settings = &ctx.settings;
+    // Whole seconds: what the API server stores, so unchanged statuses compare equal.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now is in range");
+    let previous = ctx
+        .memory(key)
+        .status
+        .or_else(|| gg.status.clone())
+        .unwrap_or_default();
+
+    let requested = gg.spec.replicas;
+    if !(1..=9).contains(&requested) || requested % 2 == 0 {
+        return Err(Error::Invalid(format!(
+            "spec.replicas = {requested}: an ensemble has an odd number of members, 1 to 9"
+        )));
+    }
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let existing = statefulsets
+        .get_opt(&resources::statefulset_name(gg))
+        .await?;
+    let recorded = Some(previous.replicas);
+    let replicas = ensemble_size(recorded, existing.as_ref(), requested);
+
+    // The owned objects, every time (server-side apply: a no-op when nothing changed).
+    apply(client, ns, &resources::config_map(gg, replicas)).await?;
+    apply(client, ns, &resources::headless_service(gg)).await?;
+    apply(client, ns, &resources::client_service(gg)).await?;
+    apply(
+        client,
+        ns,
+        &resources::statefulset(gg, replicas, existing.as_ref()),
+    )
+    .await?;
+    apply(client, ns, &resources::pod_disruption_budget(gg, replicas)).await?;
+
+    // The members: their pods, and what they answer.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod_list = pods
+        .list(&ListParams::default().labels(&resources::pod_selector(gg)))
+        .await?
+        .items;
+    let count = replicas as usize;
+    let pod_of = |ordinal: usize| {
+        let name = resources::pod_name(gg, ordinal);
+        pod_list
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(&name))
+    };
+    let targets: Vec<(String, String)> = (0..count)
+        .map(|i| {
+            let ip = pod_of(i).and_then(|p| p.status.as_ref()?.pod_ip.as_deref());
+            (
+                resources::pod_name(gg, i),
+                settings
+                    .member_address
+                    .resolve(gg, i, ip, settings.cluster_domain.as_deref()),
+            )
+        })
+        .collect();
+    let probe = ctx.prober.probe(targets, settings.probe_timeout).await;
+    let mut views: Vec<MemberView> = (0..count)
+        .map(|i| {
+            let pod = resources::pod_name(gg, i);
+            let before = previous.members.iter().find(|m| m.pod == pod);
+            MemberView::observe(i, pod, pod_of(i), probe.nodes.get(i), before, now)
+        })
+        .collect();
+
+    // Restart a failed member, if that is safe.
+    let mut restarts = previous.restarts;
+    let mut last_restart = previous.last_restart_time.clone();
+    let mut held = None;
+    match decide_restart(
+        &views,
+        replicas,
+        now,
+        settings.unresponsive_after,
+        last_restart.as_ref().map(|t| t.0),
+    ) {
+        Restart::Nothing => {}
+        Restart::Hold { pod, reason } => {
+            debug!(guessgame = %gg.name_any(), %pod, "restart held: {reason}");
+            held = Some(format!("restart of {pod} held: {reason}"));
+        }
+        Restart::Delete { pod, reason } => {
+            let uid = pod_of_name(&pod_list, &pod).and_then(|p| p.metadata.uid.clone());
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid,
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match pods.delete(&pod, &params).await {
+                Ok(_) => {
+                    restarts += 1;
+                    last_restart = Some(Time(now));
+                    ctx.metrics.restarts.inc();
+                    if let Some(v) = views.iter_mut().find(|v| v.pod == pod) {
+                        v.terminating = true;
+                    }
+                    info!(guessgame = %gg.name_any(), %pod, "restarted member: {reason}");
+                    ctx.publish(
+                        gg,
+                        EventType::Warning,
+                        "MemberRestarted",
+                        "RestartMember",
+                        format!("deleted pod {pod} ({reason}); the StatefulSet recreates it"),
+                    )
+                    .await;
+                }
+                // Gone already, or replaced meanwhile: nothing to restart.
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    // Status.
+    let leader = probe.leader.clone();
+    let leader_node = leader
+        .as_ref()
+        .and_then(|l| views.iter().find(|v| &v.pod == l))
+        .and_then(|v| v.node.clone());
+    let values = condition_values(&Observation {
+        replicas,
+        requested,
+        members: &views,
+        leader: leader.as_deref(),
+        rolled_out: rolled_out(existing.as_ref(), replicas),
+        now,
+        unresponsive_after: settings.unresponsive_after,
+    });
+    let mut conditions = to_conditions(values, &previous.conditions, gg.meta().generation, now);
+    if let Some(held) = held {
+        if let Some(c) = conditions
+            .iter_mut()
+            .find(|c| c.type_ == condition::DEGRADED && c.status == "True")
+        {
+            c.message = format!("{}; {held}", c.message);
+        }
+    }
+    let status = GuessGameStatus {
+        observed_generation: gg.meta().generation,
+        replicas,
+        ready_replicas: views.iter().filter(|v| v.serving()).count() as i32,
+        leader: leader.clone(),
+        epoch: match &leader_node {
+            Some(n) => Some(n.epoch as i64),
+            None => views
+                .iter()
+                .filter_map(|v| v.node.as_ref().map(|n| n.epoch as i64))
+                .max(),
+        },
+        last_committed: leader_node.as_ref().map(|n| n.last_committed.clone()),
+        // During an election the game state is unknown: show the last one read.
+        round: probe.round.map(|r| r as i64).or(previous.round),
+        target: match probe.round {
+            Some(_) => probe.target.map(i64::from),
+            None => previous.target,
+        },
+        members: views.iter().map(MemberView::to_status).collect(),
+        restarts,
+        last_restart_time: last_restart,
+        conditions,
+    };
+
+    // Events on what changed.
+    if leader != previous.leader {
+        match (&leader, &previous.leader) {
+            (Some(new), old) => {
+                let epoch = status.epoch.unwrap_or_default();
+                let note = match old {
+                    Some(old) => format!("{new} leads in epoch {epoch} (previously {old})"),
+                    None => format!("{new} leads in epoch {epoch}"),
+                };
+                ctx.publish(
+                    gg,
+                    EventType::Normal,
+                    "LeaderElected",
+                    "ObserveLeader",
+                    note,
+                )
+                .await;
+            }
+            (None, Some(old)) => {
+                ctx.publish(
+                    gg,
+                    EventType::Warning,
+                    "LeaderLost",
+                    "ObserveLeader",
+                    format!("{old} no longer leads a majority; an election is under way"),
+                )
+                .await;
+            }
+            (None, None) => {}
+        }
+    }
+    if let Some(message) = scale_refusal(replicas, requested) {
+        let old = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::SCALE_REFUSED);
+        if !is_true(&previous.conditions, condition::SCALE_REFUSED)
+            || old.is_some_and(|c| c.message != message)
+        {
+            warn!(guessgame = %gg.name_any(), "{message}");
+            ctx.publish(gg, EventType::Warning, "ScaleRefused", "Scale", message)
+                .await;
+        }
+    }
+
+    // Unchanged statuses are not written again (the status patch would trigger a watch event
+    // and another reconciliation for nothing).
+    let unchanged =
+        gg.status.as_ref() == Some(&status) || ctx.memory(key).status.as_ref() == Some(&status);
+    if !unchanged {
+        let api: Api<GuessGame> = Api::namespaced(client.clone(), ns);
+        let patch = Patch::Apply(serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "status": status,
+        }));
+        api.patch_status(
+            &gg.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &patch,
+        )
+        .await?;
+    }
+    // While there is no leader (an election, a lost quorum) look again soon, so that the new
+    // leader shows within a second or two of its election.
+    let next = if status.leader.is_none() {
+        settings.requeue.min(Duration::from_secs(1))
+    } else {
+        settings.requeue
+    };
+    ctx.remember(key.clone(), |m| m.status = Some(status));
+    Ok(Action::requeue(next))
+}
+
+fn pod_of_name<'a>(pods: &'a [Pod], name: &str) -> Option<&'a Pod> {
+    pods.iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+}
+
+/// Back-off after `failures` consecutive failed reconciliations: 1 s, 2 s, 4 s, … 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(9);
+    Duration::from_secs((1u64 << exp).min(300))
+}
+
+/// What happens when a reconciliation fails: count it, retry with a growing delay.
+pub fn error_policy(gg: Arc<GuessGame>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = (gg.namespace().unwrap_or_default(), gg.name_any());
+    let mut failures = 0;
+    ctx.remember(key, |m| {
+        m.failures += 1;
+        failures = m.failures;
+    });
+    warn!(guessgame = %gg.name_any(), failures, "reconcile failed: {error}");
+    ctx.metrics.reconcile_failure(&gg, error);
+    Action::requeue(backoff(failures))
+}
+
+/// State shared by the controller and the web server.
+#[derive(Clone)]
+pub struct State {
+    diagnostics: Arc<RwLock<Diagnostics>>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("guessgame_operator");
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        State {
+            diagnostics: Arc::default(),
+            registry: Arc::new(registry),
+            metrics,
+            ready: Arc::default(),
+        }
+    }
+}
+
+impl State {
+    /// The Prometheus text exposition of the metrics.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+
+    pub async fn diagnostics(&self) -> Diagnostics {
+        self.diagnostics.read().await.clone()
+    }
+
+    /// Ready: the CRD is served and the controller runs.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// A controller context sharing this state.
+    pub async fn to_context(
+        &self,
+        client: Client,
+        settings: Settings,
+        prober: Arc<dyn Prober>,
+    ) -> Arc<Context> {
+        let reporter = self.diagnostics.read().await.reporter.clone();
+        Arc::new(Context::new(
+            client,
+            self.metrics.clone(),
+            self.diagnostics.clone(),
+            settings,
+            prober,
+            reporter,
+        ))
+    }
+}
+
+/// Runs the controller until `shutdown` completes (then lets running reconciliations finish).
+pub async fn run(
+    client: Client,
+    state: State,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let api = |client: &Client| -> Api<GuessGame> {
+        match &settings.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    };
+    let guessgames = api(&client);
+    if let Err(e) = guessgames.list(&ListParams::default().limit(1)).await {
+        anyhow::bail!(
+            "cannot list GuessGames ({e}): is the CRD installed? \
+             (cargo run -p guessgame-operator --bin crdgen | kubectl apply -f -)"
+        );
+    }
+    fn scoped<K: Resource<Scope = NamespaceResourceScope>>(
+        client: &Client,
+        ns: &Option<String>,
+    ) -> Api<K>
+    where
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = settings.namespace.clone();
+    let owned = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        resources::MANAGED_BY
+    ));
+    let ctx = state
+        .to_context(client.clone(), settings, Arc::new(GrpcProber))
+        .await;
+    state.set_ready(true);
+    info!("controller started");
+    Controller::new(guessgames, watcher::Config::default())
+        .owns(scoped::<StatefulSet>(&client, &ns), owned.clone())
+        .owns(scoped::<Service>(&client, &ns), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, &ns), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, &ns), owned)
+        // Pods belong to the StatefulSet, not to the GuessGame: map them by label.
+        .watches(
+            scoped::<Pod>(&client, &ns),
+            watcher::Config::default().labels(INSTANCE_LABEL),
+            |pod| {
+                let name = pod.labels().get(INSTANCE_LABEL)?.clone();
+                let ns = pod.namespace()?;
+                Some(ObjectRef::<GuessGame>::new(&name).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(guessgame = %obj.name, "reconciled"),
+                Err(e) => debug!("reconcile: {e}"),
+            }
+        })
+        .await;
+    state.set_ready(false);
+    info!("controller stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{guessgame, node, pod, FakeApi, PodState, StaticProber};
+    use kube::runtime::events::EventType;
+
+    fn healthy_probe(n: usize) -> Probe {
+        Probe {
+            nodes: (0..n)
+                .map(|i| {
+                    node(
+                        &format!("demo-{i}"),
+                        if i == 0 { "leader" } else { "follower" },
+                        Some("demo-0"),
+                    )
+                })
+                .collect(),
+            leader: Some("demo-0".into()),
+            round: Some(2),
+            target: Some(42),
+        }
+    }
+
+    #[tokio::test]
+    async fn creates_the_owned_objects_and_writes_the_status() {
+        let gg = guessgame("demo", 5);
+        let (ctx, api) = FakeApi::context(gg.clone(), None, vec![], StaticProber::unreachable(5));
+        reconcile(Arc::new(gg), ctx.clone())
+            .await
+            .expect("reconcile");
+        let patched = api.applied();
+        let kinds: Vec<_> = patched
+            .iter()
+            .map(|(kind, name, _)| format!("{kind}/{name}"))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ConfigMap/demo-config",
+                "Service/demo-headless",
+                "Service/demo",
+                "StatefulSet/demo",
+                "PodDisruptionBudget/demo",
+            ]
+        );
+        for (_, _, body) in &patched {
+            assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "GuessGame");
+            assert_eq!(body["metadata"]["ownerReferences"][0]["controller"], true);
+        }
+        for (path, query) in api.patch_queries() {
+            assert!(
+                query.contains("fieldManager=guessgame-operator"),
+                "{path}?{query}"
+            );
+            assert!(query.contains("force=true"), "{path}?{query}");
+        }
+        let sts = &patched[3].2;
+        assert_eq!(sts["spec"]["replicas"], 5);
+        assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+        assert_eq!(patched[1].2["spec"]["publishNotReadyAddresses"], true);
+        assert_eq!(patched[4].2["spec"]["maxUnavailable"], 2);
+        let status = api.last_status().expect("status written");
+        assert_eq!(status["replicas"], 5);
+        assert_eq!(status["readyReplicas"], 0);
+        assert_eq!(status["members"].as_array().unwrap().len(), 5);
+        assert_eq!(status["members"][0]["role"], "absent");
+        let condition = |t: &str| {
+            status["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(condition("Available")["status"], "False");
+        assert_eq!(condition("Progressing")["status"], "True");
+        assert_eq!(condition("ScaleRefused")["status"], "False");
+        assert!(api.deleted().is_empty());
+        assert!(api.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn healthy_ensemble_reports_leader_round_and_target_with_one_event() {
+        let gg = guessgame("demo", 3);
+        let pods = (0..3).map(|i| pod("demo", i, PodState::Ready)).collect();
+        let (ctx, api) = FakeApi::context(gg.clone(), None, pods, StaticProber(healthy_probe(3)));
+        reconcile(Arc::new(gg.clone()), ctx.clone()).await.unwrap();
+        let status = api.last_status().unwrap();
+        assert_eq!(status["leader"], "demo-0");
+        assert_eq!(status["readyReplicas"], 3);
+        assert_eq!(
+            (status["round"].clone(), status["target"].clone()),
+            (2.into(), 42.into())
+        );
+        assert_eq!(status["conditions"][0]["type"], "Available");
+        assert_eq!(status["conditions"][0]["status"], "True");
+        let events = api.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["reason"], "LeaderElected");
+        // Nothing changed: no second event, no second status write.
+        reconcile(Arc::new(gg), ctx).await.unwrap();
+        assert_eq!(api.events().len(), 1);
+        assert_eq!(api.status_writes(), 1);
+    }
+
+    #[tokio::test]
+    async fn refused_scale_keeps_the_statefulset_and_sets_the_condition() {
+        let mut gg = guessgame("demo", 3);
+        let existing = resources::statefulset(&gg, 3, None);
+        gg.spec.replicas = 5;
+        gg.metadata.generation = Some(2);
+        let pods = (0..3).map(|i| pod("demo", i, PodState::Ready)).collect();
+        let (ctx, api) = FakeApi::context(
+            gg.clone(),
+            Some(existing),
+            pods,
+            StaticProber(healthy_probe(3)),
+        );
+        reconcile(Arc::new(gg.clone()), ctx.clone()).await.unwrap();
+        let applied = api.applied();
+        let sts = applied.iter().find(|(k, _, _)| k == "StatefulSet").unwrap();
+        assert_eq!(
+            sts.2["spec"]["replicas"], 3,
+            "the StatefulSet is not scaled"
+        );
+        let cm = applied.iter().find(|(k, _, _)| k == "ConfigMap").unwrap();
+        assert_eq!(cm.2["data"]["GUESSGAME_REPLICAS"], "3");
+        let pdb = applied
+            .iter()
+            .find(|(k, _, _)| k == "PodDisruptionBudget")
+            .unwrap();
+        assert_eq!(pdb.2["spec"]["maxUnavailable"], 1);
+        let status = api.last_status().unwrap();
+        assert_eq!(status["replicas"], 3);
+        let refused = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "ScaleRefused")
+            .unwrap();
+        assert_eq!(refused["status"], "True");
+        assert_eq!(refused["observedGeneration"], 2);
+        assert!(refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.replicas is 5"));
+        let events = api.events();
+        let scale: Vec<_> = events
+            .iter()
+            .filter(|e| e["reason"] == "ScaleRefused")
+            .collect();
+        assert_eq!(scale.len(), 1);
+        assert_eq!(scale[0]["type"], "Warning");
+        // Once reported, not again.
+        reconcile(Arc::new(gg), ctx).await.unwrap();
+        assert_eq!(
+            api.events()
+                .iter()
+                .filter(|e| e["reason"] == "ScaleRefused")
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn recorded_size_wins_over_a_manually_scaled_statefulset() {
+        let mut gg = guessgame("demo", 3);
+        gg.status = Some(GuessGameStatus {
+            replicas: 3,
+            ..Default::default()
+        });
+        let existing = resources::statefulset(&gg, 7, None);
+        let (ctx, api) = FakeApi::context(
+            gg.clone(),
+            Some(existing),
+            vec![],
+            StaticProber::unreachable(3),
+        );
+        reconcile(Arc::new(gg), ctx).await.unwrap();
+        let applied = api.applied();
+        let sts = applied.iter().find(|(k, _, _)| k == "StatefulSet").unwrap();
+        assert_eq!(sts.2["spec"]["replicas"], 3);
+    }
+
+    #[tokio::test]
+    async fn restart_rule_deletes_one_crash_looping_pod() {
+        let gg = guessgame("demo", 5);
+        let mut pods: Vec<Pod> = (0..5).map(|i| pod("demo", i, PodState::Ready)).collect();
+        pods[2] = pod("demo", 2, PodState::CrashLoop);
+        pods[4] = pod("demo", 4, PodState::CrashLoop);
+        let mut probe = healthy_probe(5);
+        for i in [2, 4] {
+            probe.nodes[i] = node(&format!("demo-{i}"), "unreachable", None);
+        }
+        let (ctx, api) = FakeApi::context(gg.clone(), None, pods, StaticProber(probe));
+        reconcile(Arc::new(gg.clone()), ctx.clone()).await.unwrap();
+        assert_eq!(api.deleted(), ["demo-2"]);
+        let status = api.last_status().unwrap();
+        assert_eq!(status["restarts"], 1);
+        assert!(status["lastRestartTime"].is_string());
+        let restarts: Vec<_> = api
+            .events()
+            .into_iter()
+            .filter(|e| e["reason"] == "MemberRestarted")
+            .collect();
+        assert_eq!(restarts.len(), 1);
+        assert!(restarts[0]["note"].as_str().unwrap().contains("demo-2"));
+        assert_eq!(ctx.metrics.restarts.get(), 1);
+        // demo-2 is now terminating (the fake API server marked it): the next pass restarts
+        // nothing else.
+        reconcile(Arc::new(gg), ctx).await.unwrap();
+        assert_eq!(api.deleted(), ["demo-2"]);
+        assert_eq!(api.last_status().unwrap()["restarts"], 1);
+    }
+
+    #[tokio::test]
+    async fn restart_rule_never_takes_away_the_last_quorum() {
+        // demo-1 is Ready for the kubelet but has not answered the operator for 10 minutes;
+        // demo-2 is still starting. Only demo-0 surely serves: deleting demo-1 could break
+        // the quorum (2 of 3), so nothing is deleted.
+        let mut gg = guessgame("demo", 3);
+        let long_ago = Time(Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(600));
+        gg.status = Some(GuessGameStatus {
+            replicas: 3,
+            members: vec![crate::crd::MemberStatus {
+                pod: "demo-1".into(),
+                not_answering_since: Some(long_ago),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let pods = vec![
+            pod("demo", 0, PodState::Ready),
+            pod("demo", 1, PodState::Ready),
+            pod("demo", 2, PodState::Running),
+        ];
+        let probe = Probe {
+            nodes: vec![
+                node("demo-0", "leader", Some("demo-0")),
+                node("demo-1", "unreachable", None),
+                node("demo-2", "looking", None),
+            ],
+            leader: None,
+            ..Default::default()
+        };
+        let (ctx, api) = FakeApi::context(gg.clone(), None, pods, StaticProber(probe));
+        reconcile(Arc::new(gg.clone()), ctx.clone()).await.unwrap();
+        assert!(api.deleted().is_empty(), "deleted {:?}", api.deleted());
+        // The status carries no elapsed times: a second pass a second later writes nothing
+        // (each status write would trigger another reconciliation).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        reconcile(Arc::new(gg), ctx).await.unwrap();
+        assert_eq!(api.status_writes(), 1);
+        assert!(api.deleted().is_empty());
+        let status = api.last_status().unwrap();
+        assert_eq!(status["restarts"], 0);
+        let degraded = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Degraded")
+            .unwrap();
+        assert_eq!(degraded["status"], "True");
+        assert!(degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("demo-1: running but not answering"));
+    }
+
+    #[tokio::test]
+    async fn api_errors_fail_the_reconciliation_and_back_off() {
+        let gg = guessgame("demo", 3);
+        let (ctx, api) = FakeApi::context(gg.clone(), None, vec![], StaticProber::unreachable(3));
+        api.fail_patches_of("statefulsets");
+        let err = reconcile(Arc::new(gg.clone()), ctx.clone())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("kube"), "{err}");
+        let first = error_policy(Arc::new(gg.clone()), &err, ctx.clone());
+        let second = error_policy(Arc::new(gg.clone()), &err, ctx.clone());
+        assert_eq!(first, Action::requeue(Duration::from_secs(1)));
+        assert_eq!(second, Action::requeue(Duration::from_secs(2)));
+        let failures = ctx.metrics.failures_of("demo", &err);
+        assert_eq!(failures, 2);
+        assert_eq!(backoff(20), Duration::from_secs(300));
+        let _ = EventType::Normal;
+    }
+
+    #[test]
+    fn ensemble_size_prefers_the_record_then_the_statefulset() {
+        let gg = guessgame("demo", 3);
+        let sts = resources::statefulset(&gg, 5, None);
+        assert_eq!(ensemble_size(Some(3), Some(&sts), 7), 3);
+        assert_eq!(ensemble_size(Some(0), Some(&sts), 7), 5);
+        assert_eq!(ensemble_size(None, None, 7), 7);
+    }
+}

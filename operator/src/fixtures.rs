@@ -1,0 +1,378 @@
+//! Test helpers: sample objects, a stand-in for the members, and a fake API server behind
+//! kube's client (tower-test), as in controller-rs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use guessgame_client::status::NodeStatus;
+use http::{Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus, Pod,
+    PodCondition, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::events::Reporter;
+use kube::Client;
+use serde_json::{json, Value};
+use tower_test::mock;
+
+use crate::controller::{Context, Probe, Prober, Settings};
+use crate::crd::{GuessGame, GuessGameSpec};
+use crate::resources::INSTANCE_LABEL;
+use crate::Metrics;
+
+pub const NS: &str = "testns";
+
+/// A GuessGame as read from the API server.
+pub fn guessgame(name: &str, replicas: i32) -> GuessGame {
+    let mut gg = GuessGame::new(
+        name,
+        GuessGameSpec {
+            replicas,
+            ..Default::default()
+        },
+    );
+    gg.metadata.namespace = Some(NS.into());
+    gg.metadata.uid = Some(format!("uid-{name}"));
+    gg.metadata.generation = Some(1);
+    gg
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodState {
+    /// Scheduled, not started.
+    Pending,
+    /// Running, not Ready.
+    Running,
+    /// Running and Ready.
+    Ready,
+    /// Running, its container waiting in CrashLoopBackOff.
+    CrashLoop,
+    /// Being deleted.
+    Terminating,
+    /// No pod (only meaningful to callers that skip the pod).
+    Absent,
+}
+
+/// Member pod `<sts>-<ordinal>` in the given state.
+pub fn pod(sts: &str, ordinal: usize, state: PodState) -> Pod {
+    let name = format!("{sts}-{ordinal}");
+    let running = !matches!(state, PodState::Pending);
+    let container_state = match state {
+        PodState::CrashLoop => ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("CrashLoopBackOff".into()),
+                message: Some("back-off 40s restarting failed container".into()),
+            }),
+            ..Default::default()
+        },
+        PodState::Pending => ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                message: None,
+            }),
+            ..Default::default()
+        },
+        _ => ContainerState {
+            running: Some(ContainerStateRunning { started_at: None }),
+            ..Default::default()
+        },
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(NS.into()),
+            uid: Some(format!("uid-{name}")),
+            labels: Some([(INSTANCE_LABEL.to_string(), sts.to_string())].into()),
+            deletion_timestamp: (state == PodState::Terminating).then(|| Time(Timestamp::now())),
+            ..Default::default()
+        },
+        spec: None,
+        status: Some(PodStatus {
+            phase: Some(if running { "Running" } else { "Pending" }.into()),
+            pod_ip: running.then(|| format!("10.0.0.{}", ordinal + 10)),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if state == PodState::Ready {
+                    "True"
+                } else {
+                    "False"
+                }
+                .into(),
+                ..Default::default()
+            }]),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "node".into(),
+                image: "guessgame-node:0.1.0".into(),
+                image_id: String::new(),
+                ready: state == PodState::Ready,
+                restart_count: if state == PodState::CrashLoop { 5 } else { 0 },
+                state: Some(container_state),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A node's answer (`role == "unreachable"`: no answer).
+pub fn node(id: &str, role: &str, leader: Option<&str>) -> NodeStatus {
+    let answered = role != "unreachable";
+    NodeStatus {
+        id: id.into(),
+        role: role.into(),
+        epoch: if answered { 3 } else { 0 },
+        accepted_epoch: if answered { 3 } else { 0 },
+        last_zxid: if answered { "3:7" } else { "0:0" }.into(),
+        last_committed: if answered { "3:7" } else { "0:0" }.into(),
+        leader: leader.filter(|_| answered).map(str::to_string),
+        address: format!("{id}:7100"),
+        error: (!answered).then(|| "connection refused".into()),
+    }
+}
+
+/// Members that always answer the same.
+pub struct StaticProber(pub Probe);
+
+impl StaticProber {
+    /// `n` members, none answering.
+    pub fn unreachable(n: usize) -> StaticProber {
+        StaticProber(Probe {
+            nodes: (0..n)
+                .map(|i| node(&format!("demo-{i}"), "unreachable", None))
+                .collect(),
+            ..Default::default()
+        })
+    }
+}
+
+impl Prober for StaticProber {
+    fn probe(&self, members: Vec<(String, String)>, _: Duration) -> BoxFuture<'static, Probe> {
+        let mut probe = self.0.clone();
+        probe.nodes.truncate(members.len());
+        async move { probe }.boxed()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Recorded {
+    method: String,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+struct World {
+    gg: GuessGame,
+    statefulset: Option<StatefulSet>,
+    pods: Vec<Pod>,
+    log: Vec<Recorded>,
+    fail_patches_of: Option<String>,
+}
+
+/// A fake API server: answers kube's requests from a small in-memory world and records them.
+#[derive(Clone)]
+pub struct FakeApi(Arc<Mutex<World>>);
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+fn status_error(code: u16, reason: &str) -> Response<Body> {
+    json_response(
+        StatusCode::from_u16(code).unwrap(),
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": reason, "reason": reason, "code": code}),
+    )
+}
+
+impl FakeApi {
+    /// A controller context whose client talks to a new fake API server.
+    pub fn context(
+        gg: GuessGame,
+        statefulset: Option<StatefulSet>,
+        pods: Vec<Pod>,
+        prober: impl Prober,
+    ) -> (Arc<Context>, FakeApi) {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let api = FakeApi(Arc::new(Mutex::new(World {
+            gg,
+            statefulset,
+            pods,
+            log: Vec::new(),
+            fail_patches_of: None,
+        })));
+        let server = api.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let response = server.answer(request).await;
+                send.send_response(response);
+            }
+        });
+        let client = Client::new(service, NS);
+        let ctx = Context::new(
+            client,
+            Arc::new(Metrics::default()),
+            Arc::default(),
+            Settings::default(),
+            Arc::new(prober),
+            Reporter {
+                controller: "guessgame-operator".into(),
+                instance: None,
+            },
+        );
+        (Arc::new(ctx), api)
+    }
+
+    async fn answer(&self, request: Request<Body>) -> Response<Body> {
+        let method = request.method().to_string();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        let mut world = self.0.lock().unwrap();
+        world.log.push(Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            query,
+            body: body.clone(),
+        });
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let resource = segments
+            .iter()
+            .rev()
+            .find(|s| s.ends_with('s') && **s != "status");
+        let name = segments.last().copied().unwrap_or_default();
+        match (method.as_str(), segments.as_slice()) {
+            ("PATCH", _)
+                if world
+                    .fail_patches_of
+                    .as_ref()
+                    .is_some_and(|r| path.contains(&format!("/{r}/"))) =>
+            {
+                status_error(500, "InternalError")
+            }
+            ("GET", [.., "statefulsets", _]) => match &world.statefulset {
+                Some(s) => json_response(StatusCode::OK, &serde_json::to_value(s).unwrap()),
+                None => status_error(404, "NotFound"),
+            },
+            ("GET", [.., "pods"]) => json_response(
+                StatusCode::OK,
+                &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
+                        "items": world.pods}),
+            ),
+            ("DELETE", [.., "pods", pod]) => {
+                let pod = pod.to_string();
+                match world
+                    .pods
+                    .iter_mut()
+                    .find(|p| p.metadata.name.as_deref() == Some(&pod))
+                {
+                    Some(p) => {
+                        p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+                        json_response(StatusCode::OK, &serde_json::to_value(&*p).unwrap())
+                    }
+                    None => status_error(404, "NotFound"),
+                }
+            }
+            ("PATCH", [.., "guessgames", _, "status"]) => {
+                let mut gg = serde_json::to_value(&world.gg).unwrap();
+                gg["status"] = body["status"].clone();
+                json_response(StatusCode::OK, &gg)
+            }
+            ("PATCH", _) | ("POST", [.., "events"]) => json_response(StatusCode::OK, &body),
+            _ => {
+                let _ = (resource, name);
+                status_error(404, "NotFound")
+            }
+        }
+    }
+
+    fn log(&self) -> Vec<Recorded> {
+        self.0.lock().unwrap().log.clone()
+    }
+
+    /// Server-side applies of owned objects, in order: (kind, name, body).
+    pub fn applied(&self) -> Vec<(String, String, Value)> {
+        self.log()
+            .into_iter()
+            .filter(|r| {
+                r.method == "PATCH" && !r.path.ends_with("/status") && !r.path.contains("/events")
+            })
+            .map(|r| {
+                let kind = r.body["kind"].as_str().unwrap_or_default().to_string();
+                let name = r.path.rsplit('/').next().unwrap_or_default().to_string();
+                (kind, name, r.body)
+            })
+            .collect()
+    }
+
+    /// (path, query) of every PATCH.
+    pub fn patch_queries(&self) -> Vec<(String, String)> {
+        self.log()
+            .into_iter()
+            .filter(|r| r.method == "PATCH" && !r.path.contains("/events"))
+            .map(|r| (r.path, r.query))
+            .collect()
+    }
+
+    /// The status of the last status patch.
+    pub fn last_status(&self) -> Option<Value> {
+        self.status_patches().last().map(|b| {
+            assert_eq!(
+                b["apiVersion"], "guessgame.dev/v1alpha1",
+                "SSA needs apiVersion"
+            );
+            assert_eq!(b["kind"], "GuessGame", "SSA needs kind");
+            b["status"].clone()
+        })
+    }
+
+    fn status_patches(&self) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with("/guessgames/demo/status"))
+            .map(|r| r.body)
+            .collect()
+    }
+
+    pub fn status_writes(&self) -> usize {
+        self.status_patches().len()
+    }
+
+    /// Names of deleted pods.
+    pub fn deleted(&self) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| r.path.rsplit('/').next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Created events.
+    pub fn events(&self) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+            .map(|r| r.body)
+            .collect()
+    }
+
+    /// Answer server errors to PATCHes of this resource (plural).
+    pub fn fail_patches_of(&self, resource: &str) {
+        self.0.lock().unwrap().fail_patches_of = Some(resource.into());
+    }
+}

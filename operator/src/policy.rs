@@ -1,0 +1,773 @@
+//! The operator's decisions, as plain functions of what it observed: which member to
+//! restart (if any), the status conditions, the member list.
+
+use std::time::Duration;
+
+use guessgame_client::status::NodeStatus;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{condition, MemberStatus};
+use crate::resources::quorum;
+
+/// One member (ordinal) as observed in one reconciliation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemberView {
+    pub ordinal: usize,
+    pub pod: String,
+    /// The pod exists.
+    pub exists: bool,
+    /// The pod is being deleted.
+    pub terminating: bool,
+    /// The pod's phase is Running.
+    pub running: bool,
+    /// A container of the pod waits in CrashLoopBackOff.
+    pub crash_loop: bool,
+    /// The pod's Ready condition (the kubelet's gRPC readiness probe: SERVING).
+    pub pod_ready: bool,
+    /// When the node container last started (else the pod).
+    pub started_at: Option<Timestamp>,
+    /// What the node answered the operator (`None`: it did not answer).
+    pub node: Option<NodeStatus>,
+    /// Running but not answering the operator since (carried over between reconciliations).
+    pub not_answering_since: Option<Timestamp>,
+}
+
+impl MemberView {
+    /// Builds the view of member `ordinal` from its pod (if any), the node's answer (if
+    /// any), and the member's previous status.
+    pub fn observe(
+        ordinal: usize,
+        pod_name: String,
+        pod: Option<&Pod>,
+        node: Option<&NodeStatus>,
+        previous: Option<&MemberStatus>,
+        now: Timestamp,
+    ) -> MemberView {
+        let status = pod.and_then(|p| p.status.as_ref());
+        let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+        let containers = status
+            .and_then(|s| s.container_statuses.as_deref())
+            .unwrap_or_default();
+        let crash_loop = containers.iter().any(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+                == Some("CrashLoopBackOff")
+        });
+        let pod_ready = status
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let started_at = containers
+            .iter()
+            .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+            .map(|t| t.0)
+            .max()
+            .or_else(|| status.and_then(|s| s.start_time.as_ref()).map(|t| t.0));
+        let node = node.filter(|n| n.role != "unreachable").cloned();
+        let not_answering_since = (running && node.is_none()).then(|| {
+            previous
+                .and_then(|p| p.not_answering_since.as_ref())
+                .map(|t| t.0)
+                .unwrap_or(now)
+        });
+        MemberView {
+            ordinal,
+            pod: pod_name,
+            exists: pod.is_some(),
+            terminating: pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+            running,
+            crash_loop,
+            pod_ready,
+            started_at,
+            node,
+            not_answering_since,
+        }
+    }
+
+    /// The node answered the operator.
+    pub fn answering(&self) -> bool {
+        self.node.is_some()
+    }
+
+    /// Serving: the leader, or a follower of a leader (what the readiness probe checks).
+    pub fn serving(&self) -> bool {
+        self.node
+            .as_ref()
+            .is_some_and(|n| n.role == "leader" || (n.role == "follower" && n.leader.is_some()))
+    }
+
+    /// Possibly part of the working quorum: serving as the operator sees it, or Ready as the
+    /// kubelet sees it (the operator's own view may be the broken one).
+    pub fn may_serve(&self) -> bool {
+        !self.terminating && (self.serving() || self.pod_ready)
+    }
+
+    /// Since when the running pod has not answered (counted from its last start at the
+    /// earliest).
+    pub fn silent_since(&self) -> Option<Timestamp> {
+        let since = self.not_answering_since?;
+        Some(self.started_at.map_or(since, |s| s.max(since)))
+    }
+
+    /// How long the running pod has not answered.
+    pub fn not_answering_for(&self, now: Timestamp) -> Option<Duration> {
+        let since = self.silent_since()?;
+        Some(Duration::try_from(now.duration_since(since)).unwrap_or_default())
+    }
+
+    /// Why this member counts as failed, if it does.
+    pub fn failure(&self, now: Timestamp, unresponsive_after: Duration) -> Option<String> {
+        if !self.exists || self.terminating {
+            return None;
+        }
+        if self.crash_loop {
+            return Some("CrashLoopBackOff".into());
+        }
+        // No elapsed time in the text: it goes into the status, which must not change on
+        // every pass (each status write triggers another reconciliation).
+        match self.not_answering_for(now) {
+            Some(d) if d >= unresponsive_after => Some(format!(
+                "running but not answering since {} (more than {}s)",
+                self.silent_since()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                unresponsive_after.as_secs()
+            )),
+            _ => None,
+        }
+    }
+
+    /// The member's entry in `status.members`.
+    pub fn to_status(&self) -> MemberStatus {
+        let role = match (&self.node, self.exists) {
+            (Some(n), _) => n.role.clone(),
+            (None, false) => "absent".into(),
+            (None, true) => "unreachable".into(),
+        };
+        MemberStatus {
+            pod: self.pod.clone(),
+            node_id: self
+                .node
+                .as_ref()
+                .map_or_else(|| self.pod.clone(), |n| n.id.clone()),
+            role,
+            epoch: self.node.as_ref().map_or(0, |n| n.epoch as i64),
+            last_zxid: self
+                .node
+                .as_ref()
+                .map_or_else(|| "0:0".into(), |n| n.last_zxid.clone()),
+            ready: self.serving(),
+            not_answering_since: self.not_answering_since.map(Time),
+        }
+    }
+}
+
+/// What to do about failed members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// No member needs a restart.
+    Nothing,
+    /// Delete this pod (the StatefulSet recreates it).
+    Delete { pod: String, reason: String },
+    /// A member needs a restart, but not now.
+    Hold { pod: String, reason: String },
+}
+
+/// The restart rule. A member pod in CrashLoopBackOff, or Running but not answering for at
+/// least `unresponsive_after`, is deleted so that the StatefulSet recreates it:
+/// - one at a time: not while a member pod is terminating or missing, nor within
+///   `unresponsive_after` of the previous restart;
+/// - never taking away the last quorum: a candidate that may still serve (the kubelet finds
+///   it Ready) is deleted only if the other members that may serve are a quorum;
+/// - never on the operator's word alone: when no member answers the operator at all, the
+///   fault may be the operator's own network, so running pods are left alone (crash-looping
+///   ones are not serving anyway).
+pub fn decide_restart(
+    members: &[MemberView],
+    replicas: i32,
+    now: Timestamp,
+    unresponsive_after: Duration,
+    last_restart: Option<Timestamp>,
+) -> Restart {
+    let candidates: Vec<(&MemberView, String)> = members
+        .iter()
+        .filter_map(|m| m.failure(now, unresponsive_after).map(|why| (m, why)))
+        .collect();
+    let Some((first, _)) = candidates.first() else {
+        return Restart::Nothing;
+    };
+    let hold = |reason: String| Restart::Hold {
+        pod: first.pod.clone(),
+        reason,
+    };
+    if let Some(m) = members.iter().find(|m| m.terminating || !m.exists) {
+        return hold(format!("waiting for {} to be recreated first", m.pod));
+    }
+    if let Some(last) = last_restart {
+        let since = Duration::try_from(now.duration_since(last)).unwrap_or_default();
+        if since < unresponsive_after {
+            return hold(format!(
+                "the previous restart was at {last} (one restart per {}s)",
+                unresponsive_after.as_secs()
+            ));
+        }
+    }
+    let nobody_answers = !members.iter().any(MemberView::answering);
+    let mut reason = String::new();
+    for (m, why) in &candidates {
+        if !m.crash_loop && nobody_answers {
+            reason = "no member answers the operator: not restarting running pods for what may \
+                      be the operator's own network fault"
+                .into();
+            continue;
+        }
+        if m.may_serve() {
+            let others = members
+                .iter()
+                .filter(|o| o.ordinal != m.ordinal && o.may_serve())
+                .count() as i32;
+            if others < quorum(replicas) {
+                reason = format!(
+                    "{} is Ready for the kubelet and the other members that may serve ({others}) \
+                     are not a quorum ({})",
+                    m.pod,
+                    quorum(replicas)
+                );
+                continue;
+            }
+        }
+        return Restart::Delete {
+            pod: m.pod.clone(),
+            reason: why.clone(),
+        };
+    }
+    hold(reason)
+}
+
+/// One condition's value, before timestamps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionValue {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Everything the conditions depend on.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// The ensemble's size.
+    pub replicas: i32,
+    /// `spec.replicas`.
+    pub requested: i32,
+    pub members: &'a [MemberView],
+    pub leader: Option<&'a str>,
+    /// The StatefulSet's rollout is complete (all pods at the current revision).
+    pub rolled_out: bool,
+    pub now: Timestamp,
+    pub unresponsive_after: Duration,
+}
+
+/// Available, Progressing, Degraded and ScaleRefused, from one observation.
+pub fn condition_values(o: &Observation) -> Vec<ConditionValue> {
+    let ready = o.members.iter().filter(|m| m.serving()).count() as i32;
+    let q = quorum(o.replicas);
+    let available = o.leader.is_some() && ready >= q;
+    let failing: Vec<String> = o
+        .members
+        .iter()
+        .filter_map(|m| {
+            m.failure(o.now, o.unresponsive_after)
+                .map(|why| format!("{}: {why}", m.pod))
+        })
+        .collect();
+    let starting: Vec<String> = o
+        .members
+        .iter()
+        .filter(|m| !m.serving() && m.failure(o.now, o.unresponsive_after).is_none())
+        .map(|m| {
+            let state = if !m.exists {
+                "no pod yet"
+            } else if m.terminating {
+                "terminating"
+            } else if !m.running {
+                "pod not running yet"
+            } else if m.answering() {
+                "not in sync with a leader yet"
+            } else {
+                "not answering yet"
+            };
+            format!("{}: {state}", m.pod)
+        })
+        .collect();
+
+    let available_c = if available {
+        ConditionValue {
+            type_: condition::AVAILABLE,
+            status: true,
+            reason: "QuorumReady",
+            message: format!(
+                "{} leads; {ready} of {} members serve (quorum {q})",
+                o.leader.unwrap_or_default(),
+                o.replicas
+            ),
+        }
+    } else {
+        ConditionValue {
+            type_: condition::AVAILABLE,
+            status: false,
+            reason: if o.leader.is_none() {
+                "NoLeader"
+            } else {
+                "NoQuorum"
+            },
+            message: format!(
+                "{ready} of {} members serve (quorum {q}){}",
+                o.replicas,
+                if o.leader.is_none() {
+                    "; no leader elected"
+                } else {
+                    ""
+                }
+            ),
+        }
+    };
+    let progressing = !o.rolled_out || !starting.is_empty();
+    let progressing_c = if progressing {
+        ConditionValue {
+            type_: condition::PROGRESSING,
+            status: true,
+            reason: if o.rolled_out {
+                "MembersStarting"
+            } else {
+                "RollingOut"
+            },
+            message: if starting.is_empty() {
+                "the StatefulSet is rolling out".into()
+            } else {
+                starting.join("; ")
+            },
+        }
+    } else {
+        ConditionValue {
+            type_: condition::PROGRESSING,
+            status: false,
+            reason: if failing.is_empty() {
+                "Stable"
+            } else {
+                "Stalled"
+            },
+            message: if failing.is_empty() {
+                format!("all {} members serve", o.replicas)
+            } else {
+                "no member is starting".into()
+            },
+        }
+    };
+    let degraded_c = if !failing.is_empty() {
+        ConditionValue {
+            type_: condition::DEGRADED,
+            status: true,
+            reason: "MembersFailing",
+            message: failing.join("; "),
+        }
+    } else if !available && !progressing {
+        ConditionValue {
+            type_: condition::DEGRADED,
+            status: true,
+            reason: "NoQuorum",
+            message: available_c.message.clone(),
+        }
+    } else {
+        ConditionValue {
+            type_: condition::DEGRADED,
+            status: false,
+            reason: "AsExpected",
+            message: String::new(),
+        }
+    };
+    let scale_c = match scale_refusal(o.replicas, o.requested) {
+        Some(message) => ConditionValue {
+            type_: condition::SCALE_REFUSED,
+            status: true,
+            reason: "MembershipChangeNotSupported",
+            message,
+        },
+        None => ConditionValue {
+            type_: condition::SCALE_REFUSED,
+            status: false,
+            reason: "AsRequested",
+            message: String::new(),
+        },
+    };
+    vec![available_c, progressing_c, degraded_c, scale_c]
+}
+
+/// Why `spec.replicas` is not applied, when it differs from the ensemble's size.
+pub fn scale_refusal(replicas: i32, requested: i32) -> Option<String> {
+    (replicas != requested).then(|| {
+        format!(
+            "spec.replicas is {requested} but the ensemble has {replicas} members: changing \
+             the membership of a running ensemble is not supported yet (restarting nodes with \
+             a new peer list could form two quorums); the ensemble stays at {replicas}. \
+             Set spec.replicas back to {replicas}, or delete and recreate the GuessGame."
+        )
+    })
+}
+
+/// Turns values into conditions, keeping `lastTransitionTime` of those whose status did not
+/// change.
+pub fn to_conditions(
+    values: Vec<ConditionValue>,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    values
+        .into_iter()
+        .map(|v| {
+            let status = if v.status { "True" } else { "False" };
+            let since = previous
+                .iter()
+                .find(|c| c.type_ == v.type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(now));
+            Condition {
+                type_: v.type_.into(),
+                status: status.into(),
+                reason: v.reason.into(),
+                message: v.message,
+                observed_generation: generation,
+                last_transition_time: since,
+            }
+        })
+        .collect()
+}
+
+/// True when the condition `type_` is present with status True.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{node, pod, PodState};
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+    fn ago(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 - secs).unwrap()
+    }
+
+    /// A member from a pod state and the node's answer.
+    fn member(ordinal: usize, state: PodState, role: Option<&str>) -> MemberView {
+        let name = format!("gg-{ordinal}");
+        let p = pod("gg", ordinal, state);
+        let n = role.map(|r| node(&name, r, Some("gg-0")));
+        let mut m = MemberView::observe(ordinal, name, Some(&p), n.as_ref(), None, now());
+        if state == PodState::Absent {
+            m = MemberView::observe(ordinal, m.pod, None, None, None, now());
+        }
+        m
+    }
+    fn silent_since(mut m: MemberView, secs: i64) -> MemberView {
+        m.not_answering_since = Some(ago(secs));
+        m.started_at = Some(ago(secs + 5));
+        m
+    }
+    fn healthy(n: usize) -> Vec<MemberView> {
+        (0..n)
+            .map(|i| {
+                member(
+                    i,
+                    PodState::Ready,
+                    Some(if i == 0 { "leader" } else { "follower" }),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn observe_reads_the_pod_and_the_node() {
+        let m = member(2, PodState::Ready, Some("follower"));
+        assert!(m.exists && m.running && m.pod_ready && m.serving() && !m.crash_loop);
+        assert_eq!(m.not_answering_since, None);
+        let m = member(2, PodState::CrashLoop, None);
+        assert!(m.crash_loop && !m.serving());
+        let m = member(2, PodState::Running, None);
+        assert_eq!(m.not_answering_since, Some(now()), "first seen silent now");
+        let previous = MemberStatus {
+            not_answering_since: Some(Time(ago(30))),
+            ..Default::default()
+        };
+        let p = pod("gg", 2, PodState::Running);
+        let m = MemberView::observe(2, "gg-2".into(), Some(&p), None, Some(&previous), now());
+        assert_eq!(m.not_answering_since, Some(ago(30)), "carried over");
+        // A looking node answers but does not serve.
+        let m = member(1, PodState::Running, Some("looking"));
+        assert!(m.answering() && !m.serving());
+        assert_eq!(m.to_status().role, "looking");
+        let m = member(4, PodState::Absent, None);
+        assert_eq!(m.to_status().role, "absent");
+    }
+
+    #[test]
+    fn silence_is_counted_from_the_last_container_start() {
+        let mut m = silent_since(member(1, PodState::Running, None), 600);
+        m.started_at = Some(ago(10));
+        assert_eq!(m.not_answering_for(now()), Some(Duration::from_secs(10)));
+        assert_eq!(m.failure(now(), MIN), None);
+    }
+
+    #[test]
+    fn nothing_to_do_when_everyone_serves() {
+        assert_eq!(
+            decide_restart(&healthy(5), 5, now(), MIN, None),
+            Restart::Nothing
+        );
+        // Silent for less than the threshold: not yet.
+        let mut ms = healthy(5);
+        ms[3] = silent_since(member(3, PodState::Running, None), 30);
+        assert_eq!(decide_restart(&ms, 5, now(), MIN, None), Restart::Nothing);
+    }
+
+    #[test]
+    fn crash_looping_member_is_restarted() {
+        let mut ms = healthy(5);
+        ms[4] = member(4, PodState::CrashLoop, None);
+        assert_eq!(
+            decide_restart(&ms, 5, now(), MIN, None),
+            Restart::Delete {
+                pod: "gg-4".into(),
+                reason: "CrashLoopBackOff".into()
+            }
+        );
+    }
+
+    #[test]
+    fn silent_running_member_is_restarted_after_the_threshold() {
+        let mut ms = healthy(5);
+        ms[2] = silent_since(member(2, PodState::Running, None), 90);
+        match decide_restart(&ms, 5, now(), MIN, None) {
+            Restart::Delete { pod, reason } => {
+                assert_eq!(pod, "gg-2");
+                assert!(
+                    reason.contains(&format!("not answering since {}", ago(90))),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_at_a_time() {
+        // Two failing: only the first is chosen.
+        let mut ms = healthy(5);
+        ms[1] = member(1, PodState::CrashLoop, None);
+        ms[3] = member(3, PodState::CrashLoop, None);
+        assert!(matches!(
+            decide_restart(&ms, 5, now(), MIN, None),
+            Restart::Delete { pod, .. } if pod == "gg-1"
+        ));
+        // While the previous one is being replaced: hold.
+        ms[1] = member(1, PodState::Terminating, None);
+        assert!(matches!(
+            decide_restart(&ms, 5, now(), MIN, None),
+            Restart::Hold { reason, .. } if reason.contains("gg-1")
+        ));
+        ms[1] = member(1, PodState::Absent, None);
+        assert!(matches!(
+            decide_restart(&ms, 5, now(), MIN, None),
+            Restart::Hold { .. }
+        ));
+        // Recreated, but the last restart was 20 s ago: hold.
+        ms[1] = member(1, PodState::Running, None);
+        assert!(matches!(
+            decide_restart(&ms, 5, now(), MIN, Some(ago(20))),
+            Restart::Hold { reason, .. } if reason.contains(&ago(20).to_string())
+        ));
+        assert!(matches!(
+            decide_restart(&ms, 5, now(), MIN, Some(ago(61))),
+            Restart::Delete { pod, .. } if pod == "gg-3"
+        ));
+    }
+
+    #[test]
+    fn never_takes_away_the_last_quorum() {
+        // 3 members: gg-0 serves, gg-1 is Ready for the kubelet but silent to the operator,
+        // gg-2 is still starting. Deleting gg-1 could leave one member that may serve.
+        let ms = vec![
+            member(0, PodState::Ready, Some("leader")),
+            silent_since(member(1, PodState::Ready, None), 300),
+            member(2, PodState::Running, Some("looking")),
+        ];
+        assert!(matches!(
+            decide_restart(&ms, 3, now(), MIN, None),
+            Restart::Hold { pod, reason } if pod == "gg-1" && reason.contains("not a quorum")
+        ));
+        // With gg-2 serving too, gg-1 may go.
+        let mut ms = ms;
+        ms[2] = member(2, PodState::Ready, Some("follower"));
+        assert!(matches!(
+            decide_restart(&ms, 3, now(), MIN, None),
+            Restart::Delete { pod, .. } if pod == "gg-1"
+        ));
+        // A silent member that is not Ready either takes nothing away.
+        let ms = vec![
+            member(0, PodState::Ready, Some("looking")),
+            silent_since(member(1, PodState::Running, None), 300),
+            member(2, PodState::CrashLoop, None),
+        ];
+        assert!(matches!(
+            decide_restart(&ms, 3, now(), MIN, None),
+            Restart::Delete { pod, .. } if pod == "gg-1"
+        ));
+    }
+
+    #[test]
+    fn no_restart_of_running_pods_when_nobody_answers_the_operator() {
+        let ms: Vec<_> = (0..3)
+            .map(|i| silent_since(member(i, PodState::Running, None), 300))
+            .collect();
+        assert!(matches!(
+            decide_restart(&ms, 3, now(), MIN, None),
+            Restart::Hold { reason, .. } if reason.contains("operator's own network")
+        ));
+        // Crash-looping pods still are.
+        let mut ms = ms;
+        ms[2] = member(2, PodState::CrashLoop, None);
+        assert!(matches!(
+            decide_restart(&ms, 3, now(), MIN, None),
+            Restart::Delete { pod, .. } if pod == "gg-2"
+        ));
+    }
+
+    fn values(o: &Observation) -> Vec<(&'static str, bool, &'static str)> {
+        condition_values(o)
+            .into_iter()
+            .map(|c| (c.type_, c.status, c.reason))
+            .collect()
+    }
+    fn observation<'a>(members: &'a [MemberView], leader: Option<&'a str>) -> Observation<'a> {
+        Observation {
+            replicas: members.len() as i32,
+            requested: members.len() as i32,
+            members,
+            leader,
+            rolled_out: true,
+            now: now(),
+            unresponsive_after: MIN,
+        }
+    }
+
+    #[test]
+    fn conditions_of_a_healthy_ensemble() {
+        let ms = healthy(5);
+        assert_eq!(
+            values(&observation(&ms, Some("gg-0"))),
+            [
+                ("Available", true, "QuorumReady"),
+                ("Progressing", false, "Stable"),
+                ("Degraded", false, "AsExpected"),
+                ("ScaleRefused", false, "AsRequested"),
+            ]
+        );
+    }
+
+    #[test]
+    fn conditions_while_starting_and_rolling_out() {
+        let ms: Vec<_> = (0..3).map(|i| member(i, PodState::Pending, None)).collect();
+        assert_eq!(
+            values(&observation(&ms, None))[..3],
+            [
+                ("Available", false, "NoLeader"),
+                ("Progressing", true, "MembersStarting"),
+                ("Degraded", false, "AsExpected"),
+            ]
+        );
+        let ms = healthy(3);
+        let mut o = observation(&ms, Some("gg-0"));
+        o.rolled_out = false;
+        assert_eq!(values(&o)[1], ("Progressing", true, "RollingOut"));
+    }
+
+    #[test]
+    fn conditions_with_failing_members_and_lost_quorum() {
+        let mut ms = healthy(5);
+        ms[3] = member(3, PodState::CrashLoop, None);
+        let v = condition_values(&observation(&ms, Some("gg-0")));
+        assert_eq!(
+            (v[0].status, v[2].status, v[2].reason),
+            (true, true, "MembersFailing")
+        );
+        assert!(
+            v[2].message.contains("gg-3: CrashLoopBackOff"),
+            "{}",
+            v[2].message
+        );
+        // Three of five crash-loop: no quorum.
+        ms[1] = member(1, PodState::CrashLoop, None);
+        ms[2] = member(2, PodState::CrashLoop, None);
+        ms[0] = member(0, PodState::Running, Some("looking"));
+        ms[4] = member(4, PodState::Running, Some("looking"));
+        let v = values(&observation(&ms, None));
+        assert_eq!(v[0], ("Available", false, "NoLeader"));
+        assert_eq!(v[2], ("Degraded", true, "MembersFailing"));
+    }
+
+    #[test]
+    fn refused_scale_is_a_condition() {
+        let ms = healthy(5);
+        let mut o = observation(&ms, Some("gg-0"));
+        o.requested = 7;
+        let v = condition_values(&o);
+        assert_eq!((v[3].type_, v[3].status), ("ScaleRefused", true));
+        assert!(
+            v[3].message.contains("spec.replicas is 7"),
+            "{}",
+            v[3].message
+        );
+        assert!(v[3].message.contains("stays at 5"), "{}", v[3].message);
+        assert_eq!(scale_refusal(5, 5), None);
+    }
+
+    #[test]
+    fn transition_times_change_only_with_the_status() {
+        let ms = healthy(3);
+        let first = to_conditions(
+            condition_values(&observation(&ms, Some("gg-0"))),
+            &[],
+            Some(1),
+            ago(100),
+        );
+        let again = to_conditions(
+            condition_values(&observation(&ms, Some("gg-0"))),
+            &first,
+            Some(2),
+            now(),
+        );
+        assert_eq!(again[0].last_transition_time, Time(ago(100)));
+        assert_eq!(again[0].observed_generation, Some(2));
+        let lost = to_conditions(
+            condition_values(&observation(&ms, None)),
+            &again,
+            Some(2),
+            now(),
+        );
+        assert_eq!(lost[0].status, "False");
+        assert_eq!(lost[0].last_transition_time, Time(now()));
+        assert!(is_true(&first, "Available") && !is_true(&lost, "Available"));
+    }
+}
