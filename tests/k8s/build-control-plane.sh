@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Build (or reuse from cache) pinned kube-apiserver, kube-controller-manager, kubectl,
+# etcd and helm from Go modules only - no container registry, no GitHub.
+#
+#   tests/k8s/build-control-plane.sh            # build what is missing/stale, print bin dir
+#   tests/k8s/build-control-plane.sh --force    # rebuild everything
+#
+# Versions are pinned by the committed wrapper modules in tests/k8s/modules/*/go.mod (+ go.sum).
+# Output: ${GUESSGAME_K8S_CACHE:-$HOME/.cache/guessgame-k8s}/<kubernetes version>/bin
+# The bin dir is printed alone on the last line of stdout.
+# Env: GUESSGAME_K8S_CACHE, GUESSGAME_K8S_BIN (use prebuilt binaries, build nothing),
+#      GUESSGAME_K8S_BUILD_JOBS (go build -p, default: number of cores, at most 4).
+set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+force=0
+for a in "$@"; do
+  case $a in
+    --force) force=1 ;;
+    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) die "unknown argument: $a" ;;
+  esac
+done
+
+if [[ -n ${GUESSGAME_K8S_BIN:-} ]]; then
+  for b in "${K8S_BINARIES[@]}"; do
+    [[ -x $K8S_BIN_DIR/$b ]] || die "GUESSGAME_K8S_BIN=$K8S_BIN_DIR has no executable $b"
+  done
+  log "using prebuilt binaries in $K8S_BIN_DIR (GUESSGAME_K8S_BIN)"
+  echo "$K8S_BIN_DIR"
+  exit 0
+fi
+
+JOBS="${GUESSGAME_K8S_BUILD_JOBS:-$(n=$(nproc 2>/dev/null || echo 2); ((n > 4)) && n=4; echo "$n")}"
+KUBE_MINOR="$(echo "$KUBERNETES_VERSION" | cut -d. -f2)"
+KUBE_MAJOR="$(echo "$KUBERNETES_VERSION" | cut -d. -f1 | tr -d v)"
+# Same tags as upstream's hack/lib/golang.sh for non-debug builds.
+KUBE_TAGS="selinux,notest,grpcnotrace"
+
+# Fingerprint of what determines a binary: its wrapper module (go.mod + go.sum),
+# the build recipe below (this script), and the component name.
+fingerprint() { # <module dir name> <binary>
+  cat "$K8S_MODULES_DIR/$1/go.mod" "$K8S_MODULES_DIR/$1/go.sum" "$K8S_HARNESS_DIR/build-control-plane.sh" |
+    { sha256sum; echo "$2"; } | sha256sum | cut -c1-32
+}
+is_fresh() { # <module> <binary>
+  [[ -x $K8S_BIN_DIR/$2 && -f $K8S_BIN_DIR/.stamp-$2 ]] &&
+    [[ "$(cat "$K8S_BIN_DIR/.stamp-$2")" == "$(fingerprint "$1" "$2")" ]]
+}
+
+declare -A MODULE_OF=(
+  [kube-apiserver]=kubernetes [kube-controller-manager]=kubernetes [kubectl]=kubernetes
+  [etcd]=etcd [helm]=helm
+)
+compute_todo() {
+  todo_modules=()
+  local m b
+  for m in kubernetes etcd helm; do
+    for b in "${K8S_BINARIES[@]}"; do
+      [[ ${MODULE_OF[$b]} == "$m" ]] || continue
+      if ((force)) || ! is_fresh "$m" "$b"; then
+        todo_modules+=("$m")
+        break
+      fi
+    done
+  done
+  if ((${#todo_modules[@]} == 0)); then
+    log "cached: kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION in $K8S_BIN_DIR"
+    echo "$K8S_BIN_DIR"
+    exit 0
+  fi
+}
+compute_todo
+
+command -v go >/dev/null || die "go is required to build the control plane (Go >= 1.26)"
+mkdir -p "$K8S_BIN_DIR"
+exec 9>"$K8S_CACHE_ROOT/.build.lock"
+if ! flock -n 9; then
+  log "another build holds $K8S_CACHE_ROOT/.build.lock; waiting"
+  flock 9
+  ((force)) || compute_todo # it may have built what we need
+fi
+
+export CGO_ENABLED=0 GOWORK=off
+export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
+tmp="$(mktemp -d "$K8S_CACHE_ROOT/.build.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+
+build_start=$SECONDS
+declare -A took=()
+
+install_bins() { # <module> <binaries...>: move from $tmp into bin dir with stamps
+  local m=$1 b
+  shift
+  for b in "$@"; do
+    [[ -x $tmp/$b ]] || die "build produced no $b"
+    mv -f "$tmp/$b" "$K8S_BIN_DIR/$b"
+    fingerprint "$m" "$b" >"$K8S_BIN_DIR/.stamp-$b"
+  done
+}
+
+for m in "${todo_modules[@]}"; do
+  t0=$SECONDS
+  cd "$K8S_MODULES_DIR/$m"
+  case $m in
+    kubernetes)
+      log "downloading modules for k8s.io/kubernetes $KUBERNETES_VERSION"
+      go mod download
+      # The release's tag time, so the binaries are reproducible (upstream uses the build time).
+      build_date="$(go list -m -f '{{if .Time}}{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' k8s.io/kubernetes)"
+      ldflags=(-s -w)
+      for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=(
+          "-X '$pkg.gitVersion=$KUBERNETES_VERSION'"
+          "-X '$pkg.gitMajor=$KUBE_MAJOR'"
+          "-X '$pkg.gitMinor=$KUBE_MINOR'"
+          "-X '$pkg.buildDate=${build_date:-1970-01-01T00:00:00Z}'"
+        )
+      done
+      log "building kube-apiserver, kube-controller-manager, kubectl $KUBERNETES_VERSION (-p $JOBS; this takes long on 2 cores)"
+      go build -p "$JOBS" -tags "$KUBE_TAGS" -ldflags "${ldflags[*]}" -o "$tmp/" \
+        k8s.io/kubernetes/cmd/kube-apiserver \
+        k8s.io/kubernetes/cmd/kube-controller-manager \
+        k8s.io/kubernetes/cmd/kubectl
+      install_bins kubernetes kube-apiserver kube-controller-manager kubectl
+      ;;
+    etcd)
+      log "building etcd $ETCD_VERSION"
+      go mod download
+      # version.Version is a constant in go.etcd.io/etcd/api/v3; GitSHA is the only variable.
+      go build -p "$JOBS" \
+        -ldflags "-s -w -X 'go.etcd.io/etcd/api/v3/version.GitSHA=module-$ETCD_VERSION'" \
+        -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+      install_bins etcd etcd
+      ;;
+    helm)
+      log "building helm $HELM_VERSION"
+      go mod download
+      # Same variables as helm's Makefile; the Kubernetes version helm assumes when not
+      # talking to a cluster (helm template/lint) comes from its k8s.io/client-go version.
+      cg="$(go list -m -f '{{.Version}}' k8s.io/client-go)" # v0.MINOR.PATCH
+      hmaj=$(($(echo "$cg" | cut -d. -f1 | tr -d v) + 1))
+      hmin="$(echo "$cg" | cut -d. -f2)"
+      hl="-s -w -X 'helm.sh/helm/v3/internal/version.version=$HELM_VERSION'"
+      hl+=" -X 'helm.sh/helm/v3/internal/version.gitTreeState=clean'"
+      for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+        hl+=" -X '$pkg.k8sVersionMajor=$hmaj' -X '$pkg.k8sVersionMinor=$hmin'"
+      done
+      go build -p "$JOBS" -ldflags "$hl" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm
+      install_bins helm helm
+      ;;
+  esac
+  took[$m]=$((SECONDS - t0))
+  log "built $m in ${took[$m]}s"
+done
+
+# The binaries must report their real versions (not v0.0.0).
+check_version() { # <expected substring> <cmd...>
+  local want=$1 out
+  shift
+  out="$("$@" 2>&1)" || die "'$*' failed: $out"
+  [[ $out == *"$want"* ]] || die "'$*' reports '$out', expected $want"
+  log "version ok: $(basename "$1") -> ${out%%$'\n'*}"
+}
+check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kube-apiserver" --version
+check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kube-controller-manager" --version
+check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kubectl" version --client
+check_version "${ETCD_VERSION#v}" "$K8S_BIN_DIR/etcd" --version
+check_version "$HELM_VERSION" "$K8S_BIN_DIR/helm" version --short
+
+summary=""
+for m in "${todo_modules[@]}"; do summary+=" $m=${took[$m]}s"; done
+log "build finished in $((SECONDS - build_start))s (${summary# }) -> $K8S_BIN_DIR"
+echo "$K8S_BIN_DIR"

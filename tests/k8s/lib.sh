@@ -1,0 +1,47 @@
+# shellcheck shell=bash
+# Shared helpers for the offline real-control-plane harness (tests/k8s/*.sh).
+# Sourced, not executed.
+
+K8S_HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+K8S_MODULES_DIR="$K8S_HARNESS_DIR/modules"
+
+log() { printf '[k8s-harness %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# The pinned versions are the ones required by the committed wrapper go.mod files
+# (single source of truth); read them without invoking go so cached runs stay instant.
+_mod_version() { # <go.mod> <module path>
+  awk -v m="$2" '($1 == "require" && $2 == m) { print $3; exit } ($1 == m && $2 ~ /^v/) { print $2; exit }' "$1"
+}
+KUBERNETES_VERSION="$(_mod_version "$K8S_MODULES_DIR/kubernetes/go.mod" k8s.io/kubernetes)"
+ETCD_VERSION="$(_mod_version "$K8S_MODULES_DIR/etcd/go.mod" go.etcd.io/etcd/server/v3)"
+HELM_VERSION="$(_mod_version "$K8S_MODULES_DIR/helm/go.mod" helm.sh/helm/v3)"
+[[ -n $KUBERNETES_VERSION && -n $ETCD_VERSION && -n $HELM_VERSION ]] ||
+  die "could not read pinned versions from $K8S_MODULES_DIR/*/go.mod"
+
+K8S_CACHE_ROOT="${GUESSGAME_K8S_CACHE:-$HOME/.cache/guessgame-k8s}"
+# Binaries: ${GUESSGAME_K8S_CACHE:-~/.cache/guessgame-k8s}/<kubernetes version>/bin,
+# unless GUESSGAME_K8S_BIN points at a directory of prebuilt binaries.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+K8S_BIN_DIR="${GUESSGAME_K8S_BIN:-$K8S_CACHE_ROOT/$KUBERNETES_VERSION/bin}"
+# shellcheck disable=SC2034
+K8S_BINARIES=(kube-apiserver kube-controller-manager kubectl etcd helm)
+
+# Pick a free TCP port on 127.0.0.1 that is not in the space-separated list $1.
+# Chosen below the kernel's ephemeral range, so outgoing connections (which take their local
+# port from that range) cannot grab it between the choice and the bind; a port with any
+# socket on it, in any state, is skipped. Callers still retry on "address already in use".
+free_port() {
+  local exclude=" ${1:-} " port i lo=32768 hi=60999 base span
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  if ((lo > 12000)); then base=10000 span=$((lo - 10000)); else base=$((hi + 1)) span=$((65535 - hi)); fi
+  for ((i = 0; i < 200; i++)); do
+    port=$((base + (RANDOM * 32768 + RANDOM) % span))
+    [[ $exclude == *" $port "* ]] && continue
+    [[ -n "$(ss -Htan "sport = :$port" 2>/dev/null)" ]] && continue
+    (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+    echo "$port"
+    return 0
+  done
+  die "no free loopback port found"
+}
