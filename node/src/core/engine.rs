@@ -171,8 +171,15 @@ struct LeaderState {
     speculative: Game,
     pending: BTreeMap<Zxid, Pending>,
     reads: Vec<PendingRead>,
+    /// Refusals decided on uncommitted state (e.g. "already guessed" because of a guess not
+    /// yet committed): answered only once that state is committed, so a refusal never rests
+    /// on an entry a later leader could drop. `(request, why, last zxid it depends on)`.
+    refusals: Vec<(RequestId, GameError, Zxid)>,
     hb_seq: u64,
     last_hb: u64,
+    /// `hb_seq` when the last entry was appended: a heartbeat with a higher seq was sent
+    /// after it, so a follower answering that heartbeat should already hold it.
+    appended_at_seq: u64,
 }
 
 #[derive(Debug)]
@@ -537,6 +544,13 @@ impl Engine {
                     result: Err(ClientError::NotLeader { leader: None }),
                 });
             }
+            // Nothing was written for these: the client may retry them.
+            for (req, _, _) in std::mem::take(&mut l.refusals) {
+                out.push(Output::Reply {
+                    req,
+                    result: Err(ClientError::NotLeader { leader: None }),
+                });
+            }
         }
         self.role = Role::Looking;
         self.leader = None;
@@ -653,8 +667,10 @@ impl Engine {
             speculative,
             pending: BTreeMap::new(),
             reads: Vec::new(),
+            refusals: Vec::new(),
             hb_seq: 0,
             last_hb: self.now,
+            appended_at_seq: 0,
         }));
         self.leader = Some(self.id.clone());
         self.synced = true;
@@ -712,12 +728,20 @@ impl Engine {
 
     /// Adopt `epoch` (greater than or equal to ours) led by `leader`: not yet synced.
     fn follow(&mut self, leader: &NodeId, epoch: u64, out: &mut Vec<Output>) {
+        // A new epoch is a new leadership even when the leader is the same node: it may have
+        // followed someone else (and truncated) in between, so our log must be synced again.
+        // (Keeping `synced` here let a follower commit its stale log against the new epoch's
+        // commit point and never receive the new epoch's entries; tests/simulation.rs:
+        // same_leader_in_a_new_epoch_resyncs_its_followers.)
+        let same_leadership = matches!(self.role, Role::Following)
+            && self.leader.as_ref() == Some(leader)
+            && epoch == self.accepted_epoch;
         if epoch > self.accepted_epoch {
             self.accepted_epoch = epoch;
             out.push(Output::Persist(StorageOp::SetAcceptedEpoch(epoch)));
         }
         self.max_seen_epoch = self.max_seen_epoch.max(epoch);
-        if !matches!(self.role, Role::Following) || self.leader.as_ref() != Some(leader) {
+        if !same_leadership {
             if matches!(self.role, Role::Leading(_)) {
                 self.become_looking(out);
             }
@@ -779,9 +803,11 @@ impl Engine {
                     }
                 }
             }
-            Message::HeartbeatAck { epoch, seq, .. } => {
-                self.on_heartbeat_ack(from, epoch, seq, out)
-            }
+            Message::HeartbeatAck {
+                epoch,
+                seq,
+                last_zxid,
+            } => self.on_heartbeat_ack(from, epoch, seq, last_zxid, out),
         }
     }
 
@@ -789,7 +815,15 @@ impl Engine {
     fn live_leader(&self, within: u64) -> Option<(NodeId, u64)> {
         match &self.role {
             Role::Leading(l) => Some((self.id.clone(), l.epoch)),
-            Role::Following if self.now.saturating_sub(self.last_leader_contact) <= within => {
+            // Only once synced, i.e. once a `Sync` proved it leads. A node that has merely
+            // accepted a candidate's epoch would advertise that candidate in `LeaderIs`; the
+            // `FollowerInfo` a looking node then sends it counted as a vote although that
+            // node never promised the epoch nor had its rank compared: two leaders in one
+            // epoch (tests/simulation.rs:
+            // looking_node_never_votes_for_a_candidate_whose_epoch_it_did_not_accept).
+            Role::Following
+                if self.synced && self.now.saturating_sub(self.last_leader_contact) <= within =>
+            {
                 self.leader.clone().map(|l| (l, self.accepted_epoch))
             }
             _ => None,
@@ -1102,19 +1136,65 @@ impl Engine {
         self.try_commit(out);
     }
 
-    fn on_heartbeat_ack(&mut self, from: NodeId, epoch: u64, seq: u64, out: &mut Vec<Output>) {
+    fn on_heartbeat_ack(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        seq: u64,
+        last_zxid: Zxid,
+        out: &mut Vec<Output>,
+    ) {
         let now = self.now;
+        let last = self.last_zxid();
         let Role::Leading(l) = &mut self.role else {
             return;
         };
         if l.epoch != epoch {
             return;
         }
+        let mut behind = false;
         if let Some(p) = l.followers.get_mut(&from) {
             p.hb_acked = p.hb_acked.max(seq);
             p.last_heard = now;
+            if p.in_sync {
+                // Only a follower synced in this epoch answers our heartbeats: its log is a
+                // durable prefix of ours, so `last_zxid` acknowledges like an `Ack`. Without
+                // this, entries whose `Ack`s were all lost never commit in a quiet ensemble
+                // (tests/simulation.rs: entry_commits_although_every_ack_is_lost).
+                p.acked = p.acked.max(last_zxid);
+                // The heartbeat was sent after our last append, yet the follower lacks
+                // entries: a proposal was lost. A follower only notices a gap when the next
+                // proposal arrives, so in a quiet ensemble it would stay behind (and an
+                // entry no follower got would never commit) without this catch-up
+                // (tests/simulation.rs: follower_that_missed_proposals_catches_up_while_idle).
+                behind = seq > l.appended_at_seq && last_zxid < last;
+            }
         }
+        self.try_commit(out);
         self.answer_reads(out);
+        if behind {
+            self.catch_up(&from, last_zxid, out);
+        }
+    }
+
+    /// Re-sends what a synced follower lacks after `its_last` (a zxid of our log, as the
+    /// follower's log is a prefix of ours). `Sync` tolerates overlap with what it has.
+    fn catch_up(&mut self, follower: &NodeId, its_last: Zxid, out: &mut Vec<Output>) {
+        let Some(from) = self.position_after(its_last) else {
+            return;
+        };
+        let entries = self.log[from..].to_vec();
+        let commit = self.committed();
+        let Role::Leading(l) = &self.role else {
+            return;
+        };
+        let msg = Message::Sync {
+            epoch: l.epoch,
+            truncate_to: its_last,
+            entries,
+            commit,
+        };
+        self.send(out, follower, msg);
     }
 
     /// Leader: commit the highest zxid of this epoch that a quorum holds.
@@ -1145,6 +1225,17 @@ impl Engine {
                 result: Ok(p.reply),
             });
         }
+        l.refusals.retain(|(req, e, zxid)| {
+            if *zxid <= candidate {
+                out.push(Output::Reply {
+                    req: *req,
+                    result: Err(ClientError::Game(e.clone())),
+                });
+                false
+            } else {
+                true
+            }
+        });
         let in_sync: Vec<NodeId> = l
             .followers
             .iter()
@@ -1180,10 +1271,14 @@ impl Engine {
         let (ops, reply_of): (Vec<Op>, Box<dyn Fn(Zxid) -> ClientReply>) = match op {
             ClientOp::Guess { client, value } => {
                 if let Err(e) = l.speculative.check_guess(&client) {
-                    out.push(Output::Reply {
-                        req,
-                        result: Err(ClientError::Game(e)),
-                    });
+                    if commit >= last {
+                        out.push(Output::Reply {
+                            req,
+                            result: Err(ClientError::Game(e)),
+                        });
+                    } else {
+                        l.refusals.push((req, e, last));
+                    }
                     return;
                 }
                 let round = l.speculative.round;
@@ -1225,6 +1320,7 @@ impl Engine {
         for e in &entries {
             l.speculative.apply(e);
         }
+        l.appended_at_seq = l.hb_seq;
         let zxid = entries.last().expect("at least one op").zxid;
         l.pending.insert(
             zxid,

@@ -1,0 +1,181 @@
+//! A refusal is an observation too: "already guessed" must not rest on a guess that is not
+//! committed yet (a later leader could drop it, and the refusal would then explain a state
+//! that never existed). Spotted while writing the Porcupine model of `guessgame-chaos`.
+
+use guessgame_node::core::{
+    ClientError, ClientOp, ClientReply, Credentials, Engine, Event, Message, Output, Persistent,
+    Timing, Zxid,
+};
+use guessgame_node::game::GameError;
+
+fn replies(out: &[Output]) -> Vec<(u64, Result<ClientReply, ClientError>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Reply { req, result } => Some((*req, result.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Node "c" of {a, b, c} elected with "a"'s vote, its epoch marker committed.
+fn leader() -> Engine {
+    let ids = ["a", "b", "c"].map(String::from).to_vec();
+    let mut c = Engine::new(
+        "c".into(),
+        ids,
+        2,
+        Timing::default(),
+        Persistent::default(),
+        1,
+    );
+    c.step(Event::Tick { now_ms: 0 });
+    c.step(Event::Message {
+        from: "a".into(),
+        msg: Message::Hello {
+            accepted_epoch: 0,
+            creds: Credentials {
+                last_zxid: Zxid::ZERO,
+                node_id: "a".into(),
+            },
+        },
+    });
+    c.step(Event::Tick { now_ms: 1000 });
+    let a_accepts = Message::FollowerInfo {
+        epoch: 1,
+        summary: vec![],
+        last_zxid: Zxid::ZERO,
+    };
+    c.step(Event::Message {
+        from: "a".into(),
+        msg: a_accepts,
+    });
+    c.step(Event::Message {
+        from: "a".into(),
+        msg: Message::Ack {
+            epoch: 1,
+            zxid: Zxid::new(1, 0),
+        },
+    });
+    assert!(c.is_established_leader());
+    c
+}
+
+#[test]
+fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
+    let mut c = leader();
+    c.step(Event::Propose {
+        req: 1,
+        op: ClientOp::Write {
+            client: "w".into(),
+            value: 50,
+        },
+    });
+    let out = c.step(Event::Message {
+        from: "a".into(),
+        msg: Message::Ack {
+            epoch: 1,
+            zxid: Zxid::new(1, 1),
+        },
+    });
+    assert!(matches!(
+        replies(&out)[..],
+        [(1, Ok(ClientReply::Written { .. }))]
+    ));
+
+    let out = c.step(Event::Propose {
+        req: 2,
+        op: ClientOp::Guess {
+            client: "x".into(),
+            value: 10,
+        },
+    });
+    assert!(replies(&out).is_empty());
+    let out = c.step(Event::Propose {
+        req: 3,
+        op: ClientOp::Guess {
+            client: "x".into(),
+            value: 20,
+        },
+    });
+    assert!(
+        replies(&out).is_empty(),
+        "refused on an uncommitted guess: {out:?}"
+    );
+
+    let out = c.step(Event::Message {
+        from: "a".into(),
+        msg: Message::Ack {
+            epoch: 1,
+            zxid: Zxid::new(1, 2),
+        },
+    });
+    let r = replies(&out);
+    assert!(
+        matches!(r[0], (2, Ok(ClientReply::Guessed { round: 1, .. }))),
+        "{r:?}"
+    );
+    assert!(
+        matches!(
+            &r[1],
+            (
+                3,
+                Err(ClientError::Game(GameError::DuplicateGuess {
+                    round: 1,
+                    ..
+                }))
+            )
+        ),
+        "{r:?}"
+    );
+    // With nothing uncommitted, a refusal is immediate.
+    let out = c.step(Event::Propose {
+        req: 4,
+        op: ClientOp::Guess {
+            client: "x".into(),
+            value: 30,
+        },
+    });
+    assert!(matches!(
+        &replies(&out)[..],
+        [(4, Err(ClientError::Game(_)))]
+    ));
+}
+
+#[test]
+fn a_parked_refusal_becomes_retryable_when_leadership_is_lost() {
+    let mut c = leader();
+    c.step(Event::Propose {
+        req: 1,
+        op: ClientOp::Write {
+            client: "w".into(),
+            value: 50,
+        },
+    });
+    c.step(Event::Propose {
+        req: 2,
+        op: ClientOp::Guess {
+            client: "x".into(),
+            value: 10,
+        },
+    });
+    c.step(Event::Propose {
+        req: 3,
+        op: ClientOp::Guess {
+            client: "x".into(),
+            value: 20,
+        },
+    });
+    // Nobody answers for longer than the election timeout: the leader steps down.
+    let out = c.step(Event::Tick { now_ms: 10_000 });
+    let r = replies(&out);
+    assert!(
+        r.iter()
+            .any(|(req, res)| *req == 2 && *res == Err(ClientError::OutcomeUnknown)),
+        "{r:?}"
+    );
+    assert!(
+        r.iter()
+            .any(|(req, res)| *req == 3 && matches!(res, Err(ClientError::NotLeader { .. }))),
+        "{r:?}"
+    );
+}
