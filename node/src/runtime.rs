@@ -240,7 +240,7 @@ mod tests {
         let ids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         let timing = Timing {
             heartbeat_ms: 20,
-            election_timeout_ms: 100,
+            election_timeout_ms: 60_000, // never times out during the test
         };
         let engine = Engine::new("c".into(), ids, 2, timing, Persistent::default(), 1);
         let (tx, view, thread) = spawn(
