@@ -5,7 +5,9 @@
 //! `Apply` or `Reply` of the same batch leaves the process. A runtime may group the
 //! persists of several steps into one transaction and delay the sends behind it: delaying
 //! a send is always safe, sending before persisting is not (that is how ZooKeeper lost
-//! committed data, ZOOKEEPER-3911).
+//! committed data, ZOOKEEPER-3911). One exception: `StorageOp::SetCommitted` is a hint (the
+//! commit point is re-learned from the leader, and the entries behind it are already
+//! durable), so storage may write a batch holding only that op without its own fsync.
 //!
 //! Time comes only from `Event::Tick { now_ms }`; randomness from a seeded generator.
 

@@ -4,6 +4,19 @@
 //! so an ACK sent after it means what it says. Each `persist` call is one transaction (one
 //! fsync), and the runtime hands it everything a batch of events produced: group commit.
 //!
+//! One exception: a batch that only moves the commit point (`SetCommitted`, what a leader
+//! writes when ACKs arrive and a follower when a COMMIT does) is written without its own
+//! fsync; the next synced transaction makes it durable with everything before it. The commit
+//! point on disk is a hint, not a promise: entries up to it were already durable (they were
+//! appended, with an fsync, before anyone could count them), it is only read back at start
+//! to rebuild the applied state, and it only ever grows, so losing its last update in a crash
+//! means restarting from an earlier commit point and learning the rest from the leader — as
+//! a node that was down longer would. Such a batch runs with `synchronous=NORMAL`: the
+//! transaction stays atomic (a torn WAL tail is discarded on recovery) and checkpoints still
+//! sync the WAL before copying it and the database after, so nothing else becomes less
+//! durable. This takes an fsync off every write's critical path: the leader's reply used to
+//! wait for a second fsync after the follower ACKs.
+//!
 //! A file that is not ours (another application, another node, a newer schema) or that is
 //! damaged is refused with a clear error and left untouched.
 
@@ -181,11 +194,12 @@ impl SqliteLog {
 }
 
 fn set_meta(tx: &rusqlite::Transaction<'_>, key: &str, value: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    // Cached: the commit point is written on nearly every turn.
+    tx.prepare_cached(
         "INSERT INTO meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
+    )?
+    .execute(params![key, value])?;
     Ok(())
 }
 
@@ -236,6 +250,17 @@ impl LogStore for SqliteLog {
             return Ok(());
         }
         let path = self.path.clone();
+        let only_commit_point = ops
+            .iter()
+            .all(|op| matches!(op, StorageOp::SetCommitted(_)));
+        if only_commit_point {
+            self.conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|source| StorageError::Sqlite {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
         let res = (|| -> rusqlite::Result<()> {
             let tx = self.conn.transaction()?;
             {
@@ -274,7 +299,14 @@ impl LogStore for SqliteLog {
             }
             tx.commit()
         })();
-        res.map_err(|source| StorageError::Sqlite { path, source })
+        if only_commit_point {
+            // Back to FULL before anything else is written, even if the transaction failed.
+            let restored = self.conn.pragma_update(None, "synchronous", "FULL");
+            res.and(restored)
+                .map_err(|source| StorageError::Sqlite { path, source })
+        } else {
+            res.map_err(|source| StorageError::Sqlite { path, source })
+        }
     }
 }
 
@@ -364,5 +396,34 @@ mod tests {
         .unwrap();
         let err = SqliteLog::open(other.path(), "node3").err().unwrap();
         assert!(matches!(err, StorageError::WrongNode { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_commit_point_only_batch_is_written_and_full_sync_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let synchronous = |log: &SqliteLog| -> i64 {
+            log.conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        {
+            let mut log = SqliteLog::open(dir.path(), "node1").unwrap();
+            log.persist(&[StorageOp::Append(vec![entry(1, 0), entry(1, 1)])])
+                .unwrap();
+            assert_eq!(synchronous(&log), 2, "FULL for entries");
+            log.persist(&[StorageOp::SetCommitted(Zxid::new(1, 1))])
+                .unwrap();
+            assert_eq!(
+                synchronous(&log),
+                2,
+                "FULL again after a commit-point batch"
+            );
+        }
+        let s = SqliteLog::open(dir.path(), "node1")
+            .unwrap()
+            .load()
+            .unwrap();
+        assert_eq!(s.committed, Zxid::new(1, 1));
+        assert_eq!(s.log.len(), 2);
     }
 }

@@ -1,0 +1,12 @@
+//! Compiles the small subset of etcd's v3 API the bench uses (`proto/etcd.proto`) with protox
+//! (pure Rust), so no system `protoc` is needed.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let file = format!("{proto_dir}/etcd.proto");
+    println!("cargo:rerun-if-changed={file}");
+    let fds = protox::compile([&file], [proto_dir])?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The PNG: throughput and p99 latency by client count, one line per system.
+//!
+//! Text is drawn with plotters' `ab_glyph` backend and the DejaVu Sans font embedded in the
+//! binary (`dejavu` crate), so no fontconfig or other system library is needed.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::Context;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use crate::report::{Report, Status};
+
+const FONT: &str = "sans-serif";
+
+fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        let _ = register_font(FONT, FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+fn color(system: &str) -> RGBColor {
+    match system {
+        "guessgame" => RGBColor(0xd6, 0x27, 0x28),
+        "zookeeper" => RGBColor(0x1f, 0x77, 0xb4),
+        "etcd" => RGBColor(0x2c, 0xa0, 0x2c),
+        _ => RGBColor(0x7f, 0x7f, 0x7f),
+    }
+}
+
+type Series = (String, Vec<(usize, f64)>);
+
+/// One panel: x = index of the client count (evenly spaced, labelled with the count).
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    y_desc: &str,
+    clients: &[usize],
+    series: &[Series],
+    log_y: bool,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let max = series
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-3);
+    let min = series
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let xr = -0.3f64..(clients.len() as f64 - 0.7);
+    let x_label = |x: &f64| -> String {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < clients.len() {
+            clients[i as usize].to_string()
+        } else {
+            String::new()
+        }
+    };
+    let y_label = |v: &f64| -> String {
+        if *v >= 10.0 || *v == 0.0 {
+            format!("{v:.0}")
+        } else if *v >= 1.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
+        .margin(18)
+        .x_label_area_size(50)
+        .y_label_area_size(80);
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_labels(clients.len() * 2 + 1)
+                .x_label_formatter(&x_label)
+                .y_labels(12)
+                .y_label_formatter(&y_label)
+                .x_desc("concurrent clients (C)")
+                .y_desc(y_desc)
+                .label_style((FONT, 18))
+                .axis_desc_style((FONT, 20))
+                .light_line_style(RGBColor(0xee, 0xee, 0xee))
+                .draw()?;
+            for (k, (name, pts)) in series.iter().enumerate() {
+                let c = color(name);
+                // Value labels: first system left of its points, the others right, above and
+                // below, so nearby points of different systems keep readable labels.
+                let (dx, dy) = match k % 3 {
+                    0 => (-58, -22),
+                    1 => (10, -22),
+                    _ => (10, 6),
+                };
+                let pts: Vec<(f64, f64)> = pts.iter().map(|(i, v)| (*i as f64, *v)).collect();
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), c.stroke_width(3)))?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
+                    });
+                chart.draw_series(pts.iter().map(|p| Circle::new(*p, 5, c.filled())))?;
+                chart.draw_series(pts.iter().map(|p| {
+                    let text = if p.1 >= 100.0 {
+                        format!("{:.0}", p.1)
+                    } else {
+                        format!("{:.1}", p.1)
+                    };
+                    EmptyElement::at(*p)
+                        + Text::new(text, (dx, dy), (FONT, 16).into_font().color(&c))
+                }))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .label_font((FONT, 18))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
+        }};
+    }
+    if log_y {
+        // Whole decades, so the axis has its 1-2-5 labels at both ends.
+        let lo = if min.is_finite() {
+            10f64.powf(min.log10().floor())
+        } else {
+            0.1
+        };
+        let hi = 10f64.powf(max.log10().ceil()).max(lo * 10.0);
+        draw!(builder.build_cartesian_2d(xr, (lo..hi).log_scale())?);
+    } else {
+        draw!(builder.build_cartesian_2d(xr, 0.0..max * 1.15)?);
+    }
+    Ok(())
+}
+
+pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
+    register_fonts();
+    let clients = report.settings.clients.clone();
+    let mut tput: Vec<Series> = Vec::new();
+    let mut p99: Vec<Series> = Vec::new();
+    for sys in &report.systems {
+        if !matches!(sys.status, Status::Ok) || sys.runs.is_empty() {
+            continue;
+        }
+        let idx = |c: usize| clients.iter().position(|x| *x == c);
+        tput.push((
+            sys.system.clone(),
+            sys.runs
+                .iter()
+                .filter_map(|r| Some((idx(r.clients)?, r.ops_per_sec)))
+                .collect(),
+        ));
+        p99.push((
+            sys.system.clone(),
+            sys.runs
+                .iter()
+                .filter_map(|r| Some((idx(r.clients)?, r.p99_ms)))
+                .collect(),
+        ));
+    }
+    let root = BitMapBackend::new(path, (1600, 700)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut subtitle = format!(
+        "{} members each on loopback, closed-loop clients, {:.0} s per point, {} cores",
+        report.settings.members, report.settings.window_s, report.machine.cores
+    );
+    if let Some(f) = &report.fsync {
+        subtitle.push_str(&format!("; fsync floor p50 {:.3} ms", f.p50_ms));
+    }
+    let skipped: Vec<&str> = report
+        .systems
+        .iter()
+        .filter(|s| !matches!(s.status, Status::Ok))
+        .map(|s| s.system.as_str())
+        .collect();
+    if !skipped.is_empty() {
+        subtitle.push_str(&format!("; not run: {}", skipped.join(", ")));
+    }
+    let (top, body) = root.split_vertically(60);
+    top.draw(&Text::new(
+        subtitle,
+        (20, 20),
+        (FONT, 20).into_font().color(&BLACK),
+    ))?;
+    let (left, right) = body.split_horizontally(800);
+    panel(
+        &left,
+        "Throughput (ops/s, higher is better)",
+        "acknowledged writes per second",
+        &clients,
+        &tput,
+        false,
+    )?;
+    panel(
+        &right,
+        "p99 latency (ms, log scale, lower is better)",
+        "p99 write latency, ms",
+        &clients,
+        &p99,
+        true,
+    )?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! etcd 3.4 from Debian's `etcd-server` package: five members with etcd's defaults
+//! (heartbeat 100 ms, election timeout 1000 ms, fsync on). Each client `Put`s its own key.
+//!
+//! The client is a minimal gRPC client of etcd's v3 API (`proto/etcd.proto`), built with the
+//! same tonic as guessgame's own client.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use guessgame_client::cluster::free_ports;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{log_tail, value_of, Ensemble, Proc, Verification, Writer};
+
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("etcdserverpb");
+}
+
+use pb::{kv_client::KvClient, maintenance_client::MaintenanceClient};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where Debian's `etcd-server` puts the server.
+const DEBIAN_ETCD: &str = "/usr/bin/etcd";
+
+/// Debian's etcd if it is installed (another etcd on PATH, e.g. one built for other tests,
+/// must not stand in for it), else whatever `etcd` is on PATH.
+fn binary() -> Option<PathBuf> {
+    let debian = PathBuf::from(DEBIAN_ETCD);
+    if debian.is_file() {
+        return Some(debian);
+    }
+    super::which("etcd")
+}
+
+/// Why etcd cannot run, if it cannot.
+pub fn missing() -> Option<String> {
+    if binary().is_none() {
+        return Some(format!(
+            "neither {DEBIAN_ETCD} nor `etcd` on PATH: install Debian's package (apt-get install -y etcd-server)"
+        ));
+    }
+    None
+}
+
+/// From `etcd --version`, e.g. `3.4.23`.
+pub fn version() -> String {
+    Command::new(binary().unwrap_or_else(|| DEBIAN_ETCD.into()))
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("etcd Version: ").map(str::to_string))
+        })
+        .unwrap_or_else(|| "3.4 (Debian)".into())
+}
+
+pub struct Etcd {
+    procs: Vec<Proc>,
+    client_urls: Vec<String>,
+    logs: Vec<PathBuf>,
+}
+
+pub struct EtcdWriter {
+    clients: Vec<KvClient<Channel>>,
+    current: usize,
+    key: Vec<u8>,
+}
+
+fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+fn key_of(client: usize, failover: bool) -> Vec<u8> {
+    format!("bench/{}{client}", if failover { "f" } else { "c" }).into_bytes()
+}
+
+impl Writer for EtcdWriter {
+    /// One Put; on failure the next try goes to the next endpoint (with a single endpoint,
+    /// the same one again).
+    async fn write(&mut self, op: u64) -> anyhow::Result<()> {
+        let mut req = tonic::Request::new(pb::PutRequest {
+            key: self.key.clone(),
+            value: value_of(op).into_bytes(),
+            ..Default::default()
+        });
+        req.set_timeout(REQUEST_TIMEOUT);
+        let n = self.clients.len();
+        match self.clients[self.current].put(req).await {
+            Ok(_) => Ok(()),
+            Err(status) => {
+                self.current = (self.current + 1) % n;
+                bail!("etcd put: {:?}: {}", status.code(), status.message())
+            }
+        }
+    }
+}
+
+async fn status(url: &str) -> anyhow::Result<pb::StatusResponse> {
+    let mut c = MaintenanceClient::new(channel(url)?);
+    let mut req = tonic::Request::new(pb::StatusRequest {});
+    req.set_timeout(Duration::from_millis(1000));
+    Ok(c.status(req).await?.into_inner())
+}
+
+impl Etcd {
+    pub async fn start(dir: &Path, size: usize) -> anyhow::Result<Etcd> {
+        let bin = binary().context("etcd is not installed")?;
+        let ports = free_ports(2 * size)?;
+        let client_urls: Vec<String> = (0..size)
+            .map(|k| format!("http://127.0.0.1:{}", ports[k]))
+            .collect();
+        let peer_urls: Vec<String> = (0..size)
+            .map(|k| format!("http://127.0.0.1:{}", ports[size + k]))
+            .collect();
+        let initial: String = (0..size)
+            .map(|k| format!("m{}={}", k + 1, peer_urls[k]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut procs = Vec::new();
+        let mut logs = Vec::new();
+        for k in 0..size {
+            let home = dir.join(format!("m{}", k + 1));
+            std::fs::create_dir_all(&home)?;
+            let mut cmd = Command::new(&bin);
+            cmd.arg("--name")
+                .arg(format!("m{}", k + 1))
+                .arg("--data-dir")
+                .arg(home.join("data"))
+                .arg("--listen-client-urls")
+                .arg(&client_urls[k])
+                .arg("--advertise-client-urls")
+                .arg(&client_urls[k])
+                .arg("--listen-peer-urls")
+                .arg(&peer_urls[k])
+                .arg("--initial-advertise-peer-urls")
+                .arg(&peer_urls[k])
+                .arg("--initial-cluster")
+                .arg(&initial)
+                .arg("--initial-cluster-token")
+                .arg("guessgame-bench")
+                .arg("--initial-cluster-state")
+                .arg("new")
+                .arg("--logger")
+                .arg("zap")
+                .arg("--log-outputs")
+                .arg("stderr")
+                .arg("--log-level")
+                .arg("warn")
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .current_dir(&home);
+            let log = home.join("etcd.log");
+            procs.push(Proc::spawn(cmd, &log)?);
+            logs.push(log);
+        }
+        let mut me = Etcd {
+            procs,
+            client_urls,
+            logs,
+        };
+        me.wait_ready(Duration::from_secs(60)).await?;
+        Ok(me)
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (k, p) in self.procs.iter_mut().enumerate() {
+                if !p.alive() {
+                    bail!(
+                        "etcd member {} exited during start-up:\n{}",
+                        k + 1,
+                        log_tail(&self.logs[k], 20)
+                    );
+                }
+            }
+            let mut leaders = Vec::new();
+            for url in &self.client_urls {
+                leaders.push(status(url).await.ok().map(|s| s.leader));
+            }
+            let first = leaders[0];
+            if first.is_some_and(|l| l != 0) && leaders.iter().all(|l| *l == first) {
+                // The KV path works end to end through every member.
+                let mut ok = true;
+                for k in 0..self.client_urls.len() {
+                    let mut w = self.writer(k, false).await?;
+                    ok &= w.write(0).await.is_ok();
+                }
+                if ok {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("etcd ensemble not ready within {timeout:?}: leaders {leaders:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Ensemble for Etcd {
+    type W = EtcdWriter;
+
+    fn member_name(&self, m: usize) -> String {
+        format!("m{}", m + 1)
+    }
+
+    async fn writer(&self, client: usize, failover: bool) -> anyhow::Result<EtcdWriter> {
+        let n = self.client_urls.len();
+        let count = if failover { n } else { 1 };
+        let clients = (0..count)
+            .map(|k| Ok(KvClient::new(channel(&self.client_urls[(client + k) % n])?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(EtcdWriter {
+            clients,
+            current: 0,
+            key: key_of(client, failover),
+        })
+    }
+
+    async fn leader(&self) -> anyhow::Result<usize> {
+        for (k, url) in self.client_urls.iter().enumerate() {
+            if let Ok(s) = status(url).await {
+                let me = s.header.map(|h| h.member_id).unwrap_or(0);
+                if s.leader != 0 && s.leader == me {
+                    return Ok(k);
+                }
+            }
+        }
+        bail!("no etcd member reports itself as leader")
+    }
+
+    fn kill(&mut self, m: usize) -> anyhow::Result<()> {
+        self.procs[m].kill();
+        Ok(())
+    }
+
+    /// Each failover client's key must hold its last acknowledged value or a later one
+    /// (linearizable Range through a survivor).
+    async fn verify(&mut self, acked: &[Vec<u64>]) -> anyhow::Result<Verification> {
+        let alive: Vec<usize> = (0..self.procs.len())
+            .filter(|k| self.procs[*k].alive())
+            .collect();
+        let mut v = Verification {
+            method: "linearizable Range of each failover client's key: value >= its last acknowledged Put".into(),
+            ..Default::default()
+        };
+        for (i, ops) in acked.iter().enumerate() {
+            let Some(last) = ops.last() else { continue };
+            let mut found = None;
+            let mut last_err = None;
+            'members: for _ in 0..50 {
+                for k in &alive {
+                    let mut c = KvClient::new(channel(&self.client_urls[*k])?);
+                    let mut req = tonic::Request::new(pb::RangeRequest {
+                        key: key_of(i, true),
+                        ..Default::default()
+                    });
+                    req.set_timeout(REQUEST_TIMEOUT);
+                    match c.range(req).await {
+                        Ok(r) => {
+                            let value = r
+                                .into_inner()
+                                .kvs
+                                .first()
+                                .map(|kv| String::from_utf8_lossy(&kv.value).trim().to_string())
+                                .and_then(|s| s.parse::<u64>().ok())
+                                .unwrap_or(0);
+                            found = Some(value);
+                            break 'members;
+                        }
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let Some(found) = found else {
+                bail!("cannot read back from etcd: {last_err:?}");
+            };
+            v.checked += 1;
+            if found < *last {
+                v.lost += 1;
+            }
+        }
+        Ok(v)
+    }
+
+    fn stop(&mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+    }
+}

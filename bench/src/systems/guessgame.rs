@@ -1,0 +1,181 @@
+//! guessgame: `LocalCluster` of release `guessgame-node` processes, the project's client.
+//!
+//! The load is the game's durable write path. Every op is a new, committed and fsynced log
+//! entry that went through Proposal → ACK → Commit: a `guess` under a client id used for
+//! that op only (a client may guess once per round), and every 100th op a `write`, which
+//! closes the round (so rounds stay small, as in a real game) and opens the next.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use guessgame_client::cluster::{find_binary, LocalCluster};
+use guessgame_client::Client;
+use guessgame_node::core::Op;
+use guessgame_node::storage::{LogStore, SqliteLog};
+
+use super::{Ensemble, Verification, Writer};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// This crate's version and the build of the node binary the bench found.
+pub fn version() -> String {
+    let build = match find_binary("guessgame-node") {
+        Ok(p) if p.components().any(|c| c.as_os_str() == "release") => "release build".into(),
+        Ok(p) if p.components().any(|c| c.as_os_str() == "debug") => "DEBUG build".into(),
+        Ok(p) => p.display().to_string(),
+        Err(_) => "not found".into(),
+    };
+    format!("{} ({build})", env!("CARGO_PKG_VERSION"))
+}
+
+/// Why guessgame cannot run, if it cannot.
+pub fn missing() -> Option<String> {
+    find_binary("guessgame-node").err().map(|e| {
+        format!("{e} (the benchmark expects it next to itself: run `cargo build --release` first)")
+    })
+}
+
+pub struct Guessgame {
+    cluster: LocalCluster,
+    ids: Vec<String>,
+}
+
+pub struct GgWriter {
+    client: Client,
+}
+
+/// The id and value of op `op`.
+fn op_id(op: u64) -> (String, u32) {
+    (format!("b{op}"), (op % 101) as u32)
+}
+
+/// Writes (closes the round, opens the next) every this many ops.
+const WRITE_EVERY: u64 = 100;
+
+impl Writer for GgWriter {
+    async fn write(&mut self, op: u64) -> anyhow::Result<()> {
+        let (id, value) = op_id(op);
+        if op.is_multiple_of(WRITE_EVERY) {
+            self.client.write(&id, value).await?;
+        } else {
+            self.client.guess(&id, value).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Guessgame {
+    pub async fn start(dir: &Path, size: usize) -> anyhow::Result<Guessgame> {
+        let mut cluster = LocalCluster::new(size, Some(dir.to_path_buf()), |_| {})?;
+        cluster.start_all()?;
+        cluster
+            .wait_for_leader(Duration::from_secs(30))
+            .await
+            .context("guessgame ensemble did not elect a leader")?;
+        let ids = cluster.ids();
+        // Open round 1, through every member so all of them are known to serve writes.
+        for (i, ep) in cluster.endpoints().into_iter().enumerate() {
+            let mut c = Client::new(&[ep], REQUEST_TIMEOUT)?;
+            c.write(&format!("setup{i}"), 50)
+                .await
+                .with_context(|| format!("first write through {}", ids[i]))?;
+        }
+        Ok(Guessgame { cluster, ids })
+    }
+}
+
+impl Ensemble for Guessgame {
+    type W = GgWriter;
+
+    fn member_name(&self, m: usize) -> String {
+        self.ids[m].clone()
+    }
+
+    async fn writer(&self, client: usize, failover: bool) -> anyhow::Result<GgWriter> {
+        let mut eps = self.cluster.endpoints();
+        let first = client % eps.len();
+        eps.rotate_left(first);
+        if !failover {
+            eps.truncate(1);
+        }
+        Ok(GgWriter {
+            client: Client::new(&eps, REQUEST_TIMEOUT)?,
+        })
+    }
+
+    async fn leader(&self) -> anyhow::Result<usize> {
+        let st = self.cluster.status().await;
+        let leader = st.leader.context("no leader")?;
+        self.ids
+            .iter()
+            .position(|id| *id == leader)
+            .context("unknown leader")
+    }
+
+    fn kill(&mut self, m: usize) -> anyhow::Result<()> {
+        let id = self.ids[m].clone();
+        self.cluster.kill(&id)
+    }
+
+    /// Every acknowledged op must be in the committed log of the new leader: after one more
+    /// write through the survivors (so all of it is committed), they are stopped and their
+    /// logs read back from disk.
+    async fn verify(&mut self, acked: &[Vec<u64>]) -> anyhow::Result<Verification> {
+        let running: Vec<String> = self
+            .ids
+            .clone()
+            .into_iter()
+            .filter(|id| self.cluster.is_running(id))
+            .collect();
+        let leader = self
+            .cluster
+            .wait_for_leader(Duration::from_secs(30))
+            .await?;
+        let eps: Vec<(String, String)> = self
+            .cluster
+            .endpoints()
+            .into_iter()
+            .filter(|(id, _)| running.contains(id))
+            .collect();
+        let mut c = Client::new(&eps, REQUEST_TIMEOUT)?;
+        c.write("verify", 1).await.context("final write")?;
+        for id in &running {
+            self.cluster.stop(id)?;
+        }
+        let mut log = SqliteLog::open_path(&self.cluster.db_path(&leader), &leader)?;
+        let state = log.load()?;
+        let committed: std::collections::HashSet<String> = state
+            .log
+            .iter()
+            .filter(|e| e.zxid <= state.committed)
+            .filter_map(|e| match &e.op {
+                Op::Guess { client, .. } => Some(client.clone()),
+                Op::Target { client, .. } => Some(client.clone()),
+                _ => None,
+            })
+            .collect();
+        if committed.is_empty() {
+            bail!("the new leader's log has no committed entries");
+        }
+        let mut v = Verification {
+            method: format!(
+                "every acknowledged guess/write looked up in the committed log of the new leader ({leader}) after stopping it"
+            ),
+            ..Default::default()
+        };
+        for ops in acked {
+            for op in ops {
+                v.checked += 1;
+                if !committed.contains(&op_id(*op).0) {
+                    v.lost += 1;
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    fn stop(&mut self) {
+        self.cluster.kill_all();
+    }
+}

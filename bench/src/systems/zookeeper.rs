@@ -1,0 +1,288 @@
+//! ZooKeeper 3.8 from Debian's `zookeeper` package: five `QuorumPeerMain` JVMs, each with
+//! its own `zoo.cfg` and `myid`, Debian's defaults (tickTime 2000, initLimit 10, syncLimit 5,
+//! forceSync on, heap 1000 MB as `zkServer.sh` sets it). Each client `setData`s its own znode.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use guessgame_client::cluster::free_ports;
+use zookeeper_client as zk;
+
+use super::{log_tail, port_open, value_of, Ensemble, Proc, Verification, Writer};
+
+const JAR: &str = "/usr/share/java/zookeeper.jar";
+/// A logging backend for slf4j (from `libslf4j-java`, a dependency of `zookeeper`).
+const SLF4J_SIMPLE: &str = "/usr/share/java/slf4j-simple.jar";
+
+/// Why ZooKeeper cannot run, if it cannot.
+pub fn missing() -> Option<String> {
+    if !Path::new(JAR).is_file() {
+        return Some(format!(
+            "{JAR} not found: install Debian's package (apt-get install -y zookeeper)"
+        ));
+    }
+    if super::which("java").is_none() {
+        return Some("no `java` on PATH (apt-get install -y zookeeper brings one)".into());
+    }
+    None
+}
+
+/// The Debian package's version, e.g. `3.8.0-11+deb12u2`.
+pub fn version() -> String {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "zookeeper"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success() && !o.stdout.is_empty())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "3.8 (Debian)".into())
+}
+
+pub struct Zookeeper {
+    procs: Vec<Proc>,
+    client_ports: Vec<u16>,
+    logs: Vec<PathBuf>,
+}
+
+pub struct ZkWriter {
+    client: zk::Client,
+    path: String,
+}
+
+impl Writer for ZkWriter {
+    async fn write(&mut self, op: u64) -> anyhow::Result<()> {
+        self.client
+            .set_data(&self.path, value_of(op).as_bytes(), None)
+            .await?;
+        Ok(())
+    }
+}
+
+/// ZooKeeper's `srvr` four-letter command; `None` when the member does not answer.
+fn srvr(port: u16) -> Option<String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(1000))).ok()?;
+    s.write_all(b"srvr").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn mode(port: u16) -> Option<String> {
+    srvr(port)?
+        .lines()
+        .find_map(|l| l.strip_prefix("Mode: ").map(|m| m.trim().to_string()))
+}
+
+fn path_of(client: usize, failover: bool) -> String {
+    format!("/bench/{}{client}", if failover { "f" } else { "c" })
+}
+
+impl Zookeeper {
+    pub async fn start(dir: &Path, size: usize) -> anyhow::Result<Zookeeper> {
+        let ports = free_ports(3 * size)?;
+        let client_ports = ports[..size].to_vec();
+        let servers: String = (0..size)
+            .map(|k| {
+                format!(
+                    "server.{}=127.0.0.1:{}:{}\n",
+                    k + 1,
+                    ports[size + k],
+                    ports[2 * size + k]
+                )
+            })
+            .collect();
+        let mut classpath = JAR.to_string();
+        if Path::new(SLF4J_SIMPLE).is_file() {
+            classpath = format!("{classpath}:{SLF4J_SIMPLE}");
+        }
+        let mut procs = Vec::new();
+        let mut logs = Vec::new();
+        for (k, client_port) in client_ports.iter().enumerate() {
+            let home = dir.join(format!("zk{}", k + 1));
+            let data = home.join("data");
+            std::fs::create_dir_all(&data)?;
+            std::fs::write(data.join("myid"), format!("{}\n", k + 1))?;
+            let cfg = home.join("zoo.cfg");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
+                     clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
+                     4lw.commands.whitelist=srvr,ruok\n{servers}",
+                    data.display(),
+                    client_port
+                ),
+            )?;
+            let mut cmd = Command::new("java");
+            cmd.arg("-Xmx1000m")
+                .arg(format!("-Dzookeeper.log.dir={}", home.display()))
+                .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=info")
+                .arg("-cp")
+                .arg(&classpath)
+                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                .arg(&cfg)
+                .current_dir(&home);
+            let log = home.join("zookeeper.log");
+            procs.push(Proc::spawn(cmd, &log)?);
+            logs.push(log);
+        }
+        let mut me = Zookeeper {
+            procs,
+            client_ports,
+            logs,
+        };
+        me.wait_ready(Duration::from_secs(90)).await?;
+        let c = me.connect(&me.connect_string(0, false)).await?;
+        match c
+            .create(
+                "/bench",
+                b"",
+                &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+            )
+            .await
+        {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(e).context("creating /bench"),
+        }
+        Ok(me)
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (k, p) in self.procs.iter_mut().enumerate() {
+                if !p.alive() {
+                    bail!(
+                        "ZooKeeper member {} exited during start-up:\n{}",
+                        k + 1,
+                        log_tail(&self.logs[k], 20)
+                    );
+                }
+            }
+            let modes: Vec<Option<String>> = self.client_ports.iter().map(|p| mode(*p)).collect();
+            let leaders = modes
+                .iter()
+                .filter(|m| m.as_deref() == Some("leader"))
+                .count();
+            let followers = modes
+                .iter()
+                .filter(|m| m.as_deref() == Some("follower"))
+                .count();
+            if leaders == 1 && leaders + followers == self.procs.len() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("ZooKeeper ensemble not ready within {timeout:?}: modes {modes:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn connect_string(&self, first: usize, all: bool) -> String {
+        let n = self.client_ports.len();
+        let count = if all { n } else { 1 };
+        (0..count)
+            .map(|k| format!("127.0.0.1:{}", self.client_ports[(first + k) % n]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn connect(&self, connect_string: &str) -> anyhow::Result<zk::Client> {
+        let c = tokio::time::timeout(
+            Duration::from_secs(15),
+            zk::Client::connector()
+                .with_session_timeout(Duration::from_secs(6))
+                .connect(connect_string),
+        )
+        .await
+        .context("ZooKeeper connect timed out")??;
+        Ok(c)
+    }
+}
+
+impl Ensemble for Zookeeper {
+    type W = ZkWriter;
+
+    fn member_name(&self, m: usize) -> String {
+        format!("zk{}", m + 1)
+    }
+
+    async fn writer(&self, client: usize, failover: bool) -> anyhow::Result<ZkWriter> {
+        let n = self.procs.len();
+        let client_conn = self
+            .connect(&self.connect_string(client % n, failover))
+            .await?;
+        let path = path_of(client, failover);
+        match client_conn
+            .create(
+                &path,
+                value_of(0).as_bytes(),
+                &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+            )
+            .await
+        {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {path}")),
+        }
+        Ok(ZkWriter {
+            client: client_conn,
+            path,
+        })
+    }
+
+    async fn leader(&self) -> anyhow::Result<usize> {
+        for (k, port) in self.client_ports.iter().enumerate() {
+            if mode(*port).as_deref() == Some("leader") {
+                return Ok(k);
+            }
+        }
+        bail!("no ZooKeeper member reports Mode: leader")
+    }
+
+    fn kill(&mut self, m: usize) -> anyhow::Result<()> {
+        self.procs[m].kill();
+        Ok(())
+    }
+
+    /// Each failover client's znode must hold its last acknowledged value or a later one
+    /// (`sync`, then `getData`, through the survivors).
+    async fn verify(&mut self, acked: &[Vec<u64>]) -> anyhow::Result<Verification> {
+        let alive: Vec<usize> = (0..self.procs.len())
+            .filter(|k| self.procs[*k].alive() && port_open(self.client_ports[*k]))
+            .collect();
+        let cs = alive
+            .iter()
+            .map(|k| format!("127.0.0.1:{}", self.client_ports[*k]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let c = self.connect(&cs).await?;
+        let mut v = Verification {
+            method: "sync + getData of each failover client's znode: value >= its last acknowledged setData".into(),
+            ..Default::default()
+        };
+        for (i, ops) in acked.iter().enumerate() {
+            let Some(last) = ops.last() else { continue };
+            let path = path_of(i, true);
+            c.sync(&path).await?;
+            let (data, _) = c.get_data(&path).await?;
+            let found: u64 = String::from_utf8_lossy(&data).trim().parse().unwrap_or(0);
+            v.checked += 1;
+            if found < *last {
+                v.lost += 1;
+            }
+        }
+        Ok(v)
+    }
+
+    fn stop(&mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+    }
+}
