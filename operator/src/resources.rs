@@ -95,9 +95,15 @@ pub fn labels(gg: &GuessGame) -> BTreeMap<String, String> {
     labels
 }
 
+/// The controller owner reference to `gg`, with `blockOwnerDeletion` (the chart grants
+/// `guessgames/finalizers` for it): a foreground deletion of the GuessGame waits for its
+/// objects to go first.
 fn owner(gg: &GuessGame) -> OwnerReference {
-    gg.controller_owner_ref(&())
-        .expect("a GuessGame read from the API has a name and uid")
+    OwnerReference {
+        block_owner_deletion: Some(true),
+        ..gg.controller_owner_ref(&())
+            .expect("a GuessGame read from the API has a name and uid")
+    }
 }
 
 fn meta(gg: &GuessGame, name: String) -> ObjectMeta {
@@ -511,8 +517,12 @@ mod tests {
         assert_eq!(spec.selector.unwrap()[INSTANCE_LABEL], "demo");
         let owner = &svc.metadata.owner_references.unwrap()[0];
         assert_eq!(
-            (owner.kind.as_str(), owner.controller),
-            ("GuessGame", Some(true))
+            (
+                owner.kind.as_str(),
+                owner.controller,
+                owner.block_owner_deletion
+            ),
+            ("GuessGame", Some(true), Some(true))
         );
         let client = client_service(&gg).spec.unwrap();
         assert_eq!(client.publish_not_ready_addresses, None);
