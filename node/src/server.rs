@@ -128,3 +128,20 @@ pub async fn run(
     tracing::info!(node = %node_id, "stopped");
     result.context("gRPC server")
 }
+
+/// Completes on SIGTERM or Ctrl-C: the graceful-shutdown trigger of the binaries.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
