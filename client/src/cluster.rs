@@ -59,6 +59,8 @@ pub struct LocalCluster {
     pub config_path: PathBuf,
     node_bin: PathBuf,
     children: BTreeMap<String, Child>,
+    /// Per node: a command the node binary is started under (e.g. `ip netns exec <ns>`).
+    launchers: BTreeMap<String, Vec<String>>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -94,6 +96,7 @@ impl LocalCluster {
             config_path,
             node_bin: find_binary("guessgame-node")?,
             children: BTreeMap::new(),
+            launchers: BTreeMap::new(),
             _tempdir: tempdir,
         })
     }
@@ -142,7 +145,15 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.log_path(id))?;
-        let child = Command::new(&self.node_bin)
+        let mut cmd = match self.launchers.get(id).and_then(|l| l.split_first()) {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.node_bin);
+                c
+            }
+            None => Command::new(&self.node_bin),
+        };
+        let child = cmd
             .arg("--node-id")
             .arg(id)
             .arg("--config")
@@ -158,6 +169,11 @@ impl LocalCluster {
             .with_context(|| format!("starting {}", self.node_bin.display()))?;
         self.children.insert(id.to_string(), child);
         Ok(())
+    }
+
+    /// Starts node `id` under `launcher` from now on (`ip netns exec <ns>`, …).
+    pub fn set_launcher(&mut self, id: &str, launcher: Vec<String>) {
+        self.launchers.insert(id.to_string(), launcher);
     }
 
     pub fn is_running(&mut self, id: &str) -> bool {

@@ -1,24 +1,17 @@
-//! Five real `guessgame-node` processes, each on its own test host (namespace).
+//! Five real `guessgame-node` processes, each on its own test host (namespace): a
+//! [`LocalCluster`] whose nodes listen on namespace addresses and start under
+//! `ip netns exec`. Nodes are numbered 1..=n here (`node<k>`).
 
-use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
-use anyhow::Context;
-use guessgame_client::cluster::find_binary;
-use guessgame_client::Config;
+use guessgame_client::cluster::LocalCluster;
 
 use super::netns::TestNet;
 
 pub struct NetCluster {
+    /// Declared first so the nodes are killed before their namespaces are removed.
+    pub nodes: LocalCluster,
     pub net: TestNet,
-    pub config: Config,
-    pub dir: PathBuf,
-    config_path: PathBuf,
-    bin: PathBuf,
-    procs: BTreeMap<usize, Child>,
-    paused: Vec<usize>,
 }
 
 pub const PORT: u16 = 7100;
@@ -26,31 +19,23 @@ pub const PORT: u16 = 7100;
 impl NetCluster {
     pub fn new(n: usize, dir: PathBuf) -> anyhow::Result<NetCluster> {
         let net = TestNet::create(n)?;
-        let mut config = Config::local(n, 1);
-        for (k, node) in config.nodes.iter_mut().enumerate() {
-            node.address = format!("{}:{PORT}", net.ip_of(k + 1));
+        let mut nodes = LocalCluster::new(n, Some(dir), |config| {
+            for (k, node) in config.nodes.iter_mut().enumerate() {
+                node.address = format!("{}:{PORT}", net.ip_of(k + 1));
+            }
+            config.request_timeout_ms = 2000;
+        })?;
+        for k in 1..=n {
+            nodes.set_launcher(&format!("node{k}"), net.exec_prefix(k));
         }
-        config.request_timeout_ms = 2000;
-        config.data_dir = Some(dir.join("data"));
-        std::fs::create_dir_all(&dir)?;
-        let config_path = dir.join("guessgame.toml");
-        std::fs::write(&config_path, config.to_toml())?;
-        Ok(NetCluster {
-            net,
-            config,
-            dir,
-            config_path,
-            bin: find_binary("guessgame-node")?,
-            procs: BTreeMap::new(),
-            paused: Vec::new(),
-        })
+        Ok(NetCluster { nodes, net })
     }
 
     pub fn n(&self) -> usize {
-        self.config.nodes.len()
+        self.nodes.config.nodes.len()
     }
 
-    pub fn id(&self, k: usize) -> String {
+    fn id(k: usize) -> String {
         format!("node{k}")
     }
 
@@ -59,103 +44,42 @@ impl NetCluster {
     }
 
     pub fn endpoints(&self) -> Vec<(String, String)> {
-        self.config
-            .nodes
-            .iter()
-            .map(|n| (n.id.clone(), n.address.clone()))
-            .collect()
+        self.nodes.endpoints()
     }
 
     pub fn db_path(&self, k: usize) -> PathBuf {
-        self.dir.join("data").join(format!("logs_node{k}.db"))
+        self.nodes.db_path(&Self::id(k))
     }
 
     pub fn start(&mut self, k: usize) -> anyhow::Result<()> {
-        if self.running(k) {
-            return Ok(());
-        }
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("node{k}.log")))?;
-        let prefix = self.net.exec_prefix(k);
-        let child = Command::new(&prefix[0])
-            .args(&prefix[1..])
-            .arg(&self.bin)
-            .args(["--node-id", &self.id(k), "--config"])
-            .arg(&self.config_path)
-            .env("GUESSGAME_LOG", "info")
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("starting a node in its namespace")?;
-        self.procs.insert(k, child);
-        Ok(())
+        self.nodes.start(&Self::id(k))
     }
 
     pub fn start_all(&mut self) -> anyhow::Result<()> {
-        for k in 1..=self.n() {
-            self.start(k)?;
-        }
-        Ok(())
+        self.nodes.start_all()
     }
 
-    pub fn running(&mut self, k: usize) -> bool {
-        self.procs
-            .get_mut(&k)
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    pub fn running_nodes(&mut self) -> Vec<usize> {
-        (1..=self.n()).filter(|k| self.running(*k)).collect()
-    }
-
-    fn signal(&self, k: usize, sig: &str) {
-        if let Some(c) = self.procs.get(&k) {
-            let _ = Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(c.id().to_string())
-                .status();
-        }
-    }
-
+    /// SIGKILL (a paused node too).
     pub fn kill(&mut self, k: usize) {
-        self.resume(k);
-        if let Some(mut c) = self.procs.remove(&k) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.nodes.kill(&Self::id(k));
     }
 
     pub fn pause(&mut self, k: usize) {
-        if self.running(k) && !self.paused.contains(&k) {
-            self.signal(k, "STOP");
-            self.paused.push(k);
-        }
+        let _ = self.nodes.pause(&Self::id(k));
     }
 
     pub fn resume(&mut self, k: usize) {
-        if let Some(i) = self.paused.iter().position(|p| *p == k) {
-            self.paused.remove(i);
-            self.signal(k, "CONT");
-        }
+        let _ = self.nodes.resume(&Self::id(k));
     }
 
+    /// SIGCONT to every running node (a no-op for those not paused).
     pub fn resume_all(&mut self) {
-        for k in self.paused.clone() {
+        for k in 1..=self.n() {
             self.resume(k);
         }
     }
 
     pub fn stop_all(&mut self) {
-        for k in 1..=self.n() {
-            self.kill(k);
-        }
-    }
-}
-
-impl Drop for NetCluster {
-    fn drop(&mut self) {
-        self.stop_all();
+        self.nodes.kill_all();
     }
 }
