@@ -113,6 +113,15 @@ impl LocalCluster {
             .collect()
     }
 
+    /// A client that talks to node `id` only (its local reads are that node's view).
+    pub fn client_of(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<crate::Client, crate::ClientError> {
+        crate::Client::new(&[(id.to_string(), self.address(id))], timeout)
+    }
+
     pub fn address(&self, id: &str) -> String {
         self.config.address_of(id).expect("known node").to_string()
     }

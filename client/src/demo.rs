@@ -12,13 +12,6 @@ fn step(text: &str) {
     println!("\n== {text}");
 }
 
-async fn client_for(cluster: &LocalCluster, id: &str) -> anyhow::Result<Client> {
-    Ok(Client::new(
-        &[(id.to_string(), cluster.address(id))],
-        Duration::from_secs(6),
-    )?)
-}
-
 async fn show_status(cluster: &LocalCluster) {
     let st = cluster.status().await;
     println!("   leader: {}", st.leader.as_deref().unwrap_or("(none)"));
@@ -42,13 +35,16 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     show_status(&cluster).await;
 
     step("playing the original lab's scenario, each client on its own node");
-    let mut c1 = client_for(&cluster, "node1").await?;
+    let mut c1 = cluster.client_of("node1", Duration::from_secs(6))?;
     let w = c1.write("client1", 50).await?;
     println!(
         "   client1 @node1: write 50   -> round {} target {} (zxid {})",
         w.round, w.target, w.zxid
     );
-    let s = client_for(&cluster, "node2").await?.read(false).await?;
+    let s = cluster
+        .client_of("node2", Duration::from_secs(6))?
+        .read(false)
+        .await?;
     println!(
         "   client2 @node2: read       -> round {} target {:?}",
         s.round, s.target
@@ -58,8 +54,8 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         ("client4", "node4", 55),
         ("client5", "node5", 60),
     ] {
-        let g = client_for(&cluster, node)
-            .await?
+        let g = cluster
+            .client_of(node, Duration::from_secs(6))?
             .guess(client, value)
             .await?;
         println!(
@@ -80,7 +76,10 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
     step("every node sees the same game");
     for id in cluster.ids() {
-        let s = client_for(&cluster, &id).await?.read(true).await?;
+        let s = cluster
+            .client_of(&id, Duration::from_secs(6))?
+            .read(true)
+            .await?;
         println!(
             "   read --linearizable via {id}: round {} target {:?}, answered by {}",
             s.round, s.target, s.node
@@ -144,7 +143,10 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let s = client_for(&cluster, &leader).await?.read(false).await?;
+    let s = cluster
+        .client_of(&leader, Duration::from_secs(6))?
+        .read(false)
+        .await?;
     println!(
         "   read via {leader}: round {} target {:?}",
         s.round, s.target

@@ -70,11 +70,7 @@ fn sigkill_leader_elects_a_new_one_writes_continue_and_the_old_leader_catches_up
     assert_eq!(o.role, "follower");
     assert_eq!(o.leader.as_deref(), Some(new.as_str()));
     // The old leader serves the same game locally.
-    let mut at_old = Client::new(
-        &[(old.clone(), cluster.address(&old))],
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let mut at_old = cluster.client_of(&old, Duration::from_secs(5)).unwrap();
     let s = rt.block_on(at_old.read(false)).unwrap();
     assert_eq!((s.round, s.target), (2, Some(10)));
     cluster.kill_all();
@@ -106,11 +102,9 @@ fn crashed_follower_catches_up_after_restart() {
     });
     cluster.start(&follower).unwrap();
     wait_converged(&rt, &cluster, &cluster.ids());
-    let mut at = Client::new(
-        &[(follower.clone(), cluster.address(&follower))],
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let mut at = cluster
+        .client_of(&follower, Duration::from_secs(5))
+        .unwrap();
     let s = rt.block_on(at.read(false)).unwrap();
     assert_eq!(s.round, 2);
     assert_eq!(s.last_result.unwrap().winner.as_deref(), Some("p1"));
@@ -143,11 +137,7 @@ fn kill_all_and_restart_all_gives_identical_state() {
     rt.block_on(cluster.wait_for_leader(Duration::from_secs(20)))
         .unwrap();
     for id in cluster.ids() {
-        let mut at = Client::new(
-            &[(id.clone(), cluster.address(&id))],
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let mut at = cluster.client_of(&id, Duration::from_secs(5)).unwrap();
         let s = rt.block_on(at.read(true)).unwrap();
         assert_eq!(
             (s.round, s.target, s.guesses, &s.last_result),

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use guessgame_client::{Client, GameState};
+use guessgame_client::GameState;
 use guessgame_node::core::{Entry, Op as LogOp};
 use guessgame_node::game::Game;
 
@@ -37,8 +37,8 @@ pub async fn wait_converged(c: &NetCluster, timeout: Duration) -> anyhow::Result
 /// Every node's own (local) view of the game.
 pub async fn final_states(c: &NetCluster) -> Vec<(String, Option<GameState>)> {
     let mut out = Vec::new();
-    for (id, addr) in c.endpoints() {
-        let state = match Client::new(&[(id.clone(), addr)], Duration::from_secs(3)) {
+    for id in c.nodes.ids() {
+        let state = match c.nodes.client_of(&id, Duration::from_secs(3)) {
             Ok(mut cl) => cl.read(false).await.ok(),
             Err(_) => None,
         };
