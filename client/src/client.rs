@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use guessgame_node::proto::{self as pb, game_client::GameClient};
-use guessgame_node::transport::channel;
+use guessgame_node::transport::{channel, never_sent};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::time::{sleep, Instant};
@@ -127,20 +127,6 @@ pub struct Client {
     /// Newest zxid this client has seen applied: a local read from a node that is behind it
     /// is refused, so this client's reads never go back in time (ZooKeeper does the same).
     seen: (u64, u64),
-}
-
-/// True when the call failed before the request could reach the node.
-fn never_sent(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut text = status.message().to_string();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
-    while let Some(e) = source {
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text.contains("connect") || text.contains("refused")
 }
 
 impl Client {

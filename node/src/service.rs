@@ -20,7 +20,7 @@ use crate::core::{ClientError, ClientOp, ClientReply, NodeId, RoleKind};
 use crate::game::{check_client_id, check_value, GameError};
 use crate::proto::{self as pb, game_client::GameClient, ErrorKind};
 use crate::runtime::{ClientResult, Command, NodeView, SharedView};
-use crate::transport::channel;
+use crate::transport::{channel, never_sent};
 use crate::wire::{message_from_pb, result_to_pb, zxid_to_pb};
 
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -51,22 +51,6 @@ fn game_error(e: &GameError) -> pb::Error {
         GameError::DuplicateGuess { .. } => ErrorKind::DuplicateGuess,
     };
     error(kind, e.to_string())
-}
-
-/// True when a call failed before the request could have reached the server.
-fn never_sent(status: &Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if text.contains("connect") || text.contains("Connection refused") {
-            return true;
-        }
-        source = e.source();
-    }
-    status.message().contains("connect")
 }
 
 /// What a request turned out to be, whichever node served it.

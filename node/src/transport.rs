@@ -34,6 +34,21 @@ pub fn channel(address: &str, timeout: Duration) -> Result<Channel, tonic::trans
         .connect_lazy())
 }
 
+/// True when a call failed before the request could have reached the server (connection
+/// refused or not established): only then may a non-idempotent request be sent elsewhere.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut text = status.message().to_string();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(e) = source {
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text.contains("connect") || text.contains("refused")
+}
+
 pub struct GrpcTransport {
     peers: HashMap<NodeId, mpsc::Sender<pb::PeerMessage>>,
 }
