@@ -184,6 +184,17 @@ struct LeaderState {
     appended_at_seq: u64,
 }
 
+impl LeaderState {
+    /// Followers that were sent a `Sync` in this epoch: proposals and commits go to them.
+    fn in_sync_followers(&self) -> Vec<NodeId> {
+        self.followers
+            .iter()
+            .filter(|(_, p)| p.in_sync)
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 enum Role {
     Looking,
@@ -1238,12 +1249,7 @@ impl Engine {
                 true
             }
         });
-        let in_sync: Vec<NodeId> = l
-            .followers
-            .iter()
-            .filter(|(_, p)| p.in_sync)
-            .map(|(m, _)| m.clone())
-            .collect();
+        let in_sync = l.in_sync_followers();
         for m in in_sync {
             self.send(
                 out,
@@ -1332,12 +1338,7 @@ impl Engine {
             },
         );
         let epoch = l.epoch;
-        let in_sync: Vec<NodeId> = l
-            .followers
-            .iter()
-            .filter(|(_, p)| p.in_sync)
-            .map(|(m, _)| m.clone())
-            .collect();
+        let in_sync = l.in_sync_followers();
         self.log.extend(entries.iter().cloned());
         out.push(Output::Persist(StorageOp::Append(entries.clone())));
         for m in in_sync {
