@@ -25,13 +25,21 @@ pub enum ErrorKind {
     Unavailable,
     /// The write may or may not have been applied.
     OutcomeUnknown,
+    /// A membership change was refused (last voter, address in use, ...); nothing changed.
+    ReconfigRefused,
+    /// A membership change could not be made now (another one in flight, a learner still
+    /// catching up); it may succeed when repeated.
+    ReconfigBusy,
     Internal,
 }
 
 impl ErrorKind {
     /// Safe to send again: the request certainly was not applied.
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorKind::NoLeader | ErrorKind::Unavailable)
+        matches!(
+            self,
+            ErrorKind::NoLeader | ErrorKind::Unavailable | ErrorKind::ReconfigBusy
+        )
     }
 }
 
@@ -58,6 +66,8 @@ impl ClientError {
             K::DuplicateGuess => ErrorKind::DuplicateGuess,
             K::NoLeader => ErrorKind::NoLeader,
             K::OutcomeUnknown => ErrorKind::OutcomeUnknown,
+            K::ReconfigRefused if e.retryable => ErrorKind::ReconfigBusy,
+            K::ReconfigRefused => ErrorKind::ReconfigRefused,
             K::Internal | K::Unspecified => ErrorKind::Internal,
         };
         ClientError::new(kind, e.message)
@@ -122,7 +132,7 @@ pub(crate) fn zxid_text(z: Option<pb::Zxid>) -> String {
 #[derive(Clone)]
 pub struct Client {
     endpoints: Vec<(String, GameClient<Channel>)>,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
     preferred: usize,
     /// Newest zxid this client has seen applied: a local read from a node that is behind it
     /// is refused, so this client's reads never go back in time (ZooKeeper does the same).
@@ -159,7 +169,7 @@ impl Client {
     }
 
     /// Runs `call` against the endpoints in turn until one gives a final answer.
-    async fn with_failover<T, F, Fut>(
+    pub(crate) async fn with_failover<T, F, Fut>(
         &mut self,
         idempotent: bool,
         mut call: F,
@@ -299,6 +309,7 @@ impl Client {
                             "{} has applied only up to {}:{}, older than what this client saw",
                             r.node, applied.epoch, applied.counter
                         ),
+                        retryable: true,
                     }));
                 }
                 Ok(Ok(GameState {

@@ -3,18 +3,21 @@
 //! - [`Client`]: endpoint list, failover across nodes, retries of what is safe to retry,
 //!   typed errors that say whether a write may have happened.
 //! - [`status`]: asks every member for its view (used by `guessgame status` and the operator).
+//! - [`members`]: the configuration, and changing it one member at a time.
 //! - [`cluster`]: starts a local ensemble of `guessgame-node` processes (demo and tests).
 //! - [`demo`]: the guided tour behind `guessgame demo`.
 
 mod client;
 pub mod cluster;
 pub mod demo;
+pub mod members;
 pub mod status;
 
 pub use client::{
     Client, ClientError, ErrorKind, GameState, GuessOutcome, RoundResult, WriteOutcome,
 };
 pub use guessgame_node::config::{Config, NodeConfig};
+pub use members::{Configuration, MemberInfo, MembersReport, Reconfig};
 
 /// Resolves `--node` arguments: node ids from the config or `host:port`, comma-separated or
 /// repeated. Empty → every configured node.

@@ -235,8 +235,10 @@ pub const DEFAULT_POD_PORT: u16 = 7100;
 ///
 /// The members are the StatefulSet's pods `<statefulset>-0` .. `<statefulset>-<replicas-1>`;
 /// a node's id is its pod name, and peers are dialled at their stable DNS names in the
-/// headless Service. Membership is static: a pod whose ordinal is outside the replica count
-/// refuses to start (two different peer lists could form two quorums).
+/// headless Service. `$GUESSGAME_REPLICAS` is the size the ensemble was **created** with: it
+/// only bootstraps the first configuration, which then lives in the log. A pod whose ordinal
+/// is outside it starts outside the configuration and waits to be added (the operator does
+/// that one member at a time, see `guessgame reconfig`).
 ///
 /// | variable | meaning | default |
 /// |---|---|---|

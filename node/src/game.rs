@@ -61,7 +61,7 @@ pub struct Game {
 impl Game {
     pub fn apply(&mut self, entry: &Entry) {
         match &entry.op {
-            Op::NewLeader { .. } => {}
+            Op::NewLeader { .. } | Op::Config(_) => {}
             Op::Target { round, value, .. } => {
                 self.round = *round;
                 self.target = Some(*value);

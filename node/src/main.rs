@@ -26,6 +26,15 @@ struct Cli {
     /// 0.0.0.0:$GUESSGAME_PORT).
     #[arg(long, env = "GUESSGAME_LISTEN")]
     listen: Option<String>,
+    /// Join a running ensemble through the member at this address (host:port): this node
+    /// starts outside the configuration, is added as a learner, and becomes a voter once it
+    /// has caught up. Needs --listen (or --advertise) for where it is reached.
+    #[arg(long, value_name = "HOST:PORT")]
+    join: Option<String>,
+    /// The host:port peers and clients reach this node at (default: --listen, or this
+    /// node's address in the config).
+    #[arg(long, env = "GUESSGAME_ADVERTISE", value_name = "HOST:PORT")]
+    advertise: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -82,13 +91,41 @@ fn real_main() -> anyhow::Result<()> {
                 .node_id
                 .or_else(|| pod.as_ref().and_then(|p| p.node_id().map(str::to_string)))
                 .context("--node-id is required (or run `guessgame-node all`)")?;
-            let node = config.node(&node_id)?.clone();
-            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("."));
-            let store = server::open_store(&data_dir, &node_id)?;
+            // A node outside the configuration may start when it joins (--join) or is a pod
+            // of a StatefulSet that grew after the ensemble was created: the operator adds it.
+            let in_config = config.address_of(&node_id).map(str::to_string);
+            let pod_address = match &pod {
+                Some(p) => match p.ordinal {
+                    Some(ordinal) => Some(p.address(ordinal)?),
+                    None => None,
+                },
+                None => None,
+            };
+            if in_config.is_none() && cli.join.is_none() && pod_address.is_none() {
+                config.node(&node_id)?;
+            }
             let listen = cli
                 .listen
+                .clone()
                 .or_else(|| pod.as_ref().map(PodSettings::listen_address))
-                .unwrap_or(node.address.clone());
+                .or(in_config.clone())
+                .or(cli.advertise.clone())
+                .context("--join needs --listen (the address to listen on)")?;
+            let advertise = cli
+                .advertise
+                .clone()
+                .or(pod_address)
+                .or(in_config)
+                .or(cli.listen.clone());
+            let options = server::NodeOptions {
+                advertise,
+                join: cli.join.clone(),
+                // A pod that is removed stays up (idle) until the StatefulSet shrinks;
+                // exiting would only make the kubelet restart it.
+                exit_when_removed: pod.is_none(),
+            };
+            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("."));
+            let store = server::open_store(&data_dir, &node_id)?;
             if let Some(pod) = &pod {
                 tracing::info!(
                     node = %node_id,
@@ -102,7 +139,15 @@ fn real_main() -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
-                server::run(config, node_id, store, listener, server::shutdown_signal()).await
+                server::run_with(
+                    config,
+                    node_id,
+                    options,
+                    store,
+                    listener,
+                    server::shutdown_signal(),
+                )
+                .await
             })
         }
     }

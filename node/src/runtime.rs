@@ -19,8 +19,8 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{
-    ClientError, ClientOp, ClientReply, Engine, Event, Message, NodeId, Output, RoleKind,
-    StorageOp, Zxid,
+    ClientError, ClientOp, ClientReply, Engine, Event, Membership, Message, NodeId, Output,
+    RoleKind, StorageOp, Zxid,
 };
 use crate::game::Game;
 use crate::storage::LogStore;
@@ -34,6 +34,8 @@ pub enum Command {
     Tick,
     Peer {
         from: NodeId,
+        /// Where the sender says it is reached (learned when it is not in our configuration).
+        from_address: Option<String>,
         msg: crate::core::Message,
     },
     Propose {
@@ -56,14 +58,43 @@ pub struct NodeView {
     pub current_epoch: u64,
     pub last_zxid: Zxid,
     pub committed: Zxid,
+    /// Voters in the configuration in use.
     pub members: usize,
     pub quorum: usize,
+    /// The configuration in use and the zxid of its entry (ZERO: bootstrap).
+    pub membership: Membership,
+    pub config_zxid: Zxid,
+    /// The latest committed configuration and its zxid.
+    pub committed_membership: Membership,
+    pub committed_config_zxid: Zxid,
+    /// A leader told us (or we committed) that the configuration leaves us out.
+    pub removed: bool,
     /// Applied game state (committed entries only). Shared: the gRPC handlers take a copy
     /// of the view for every request, which must not copy the game.
     pub game: Arc<Game>,
 }
 
 impl NodeView {
+    /// Where `id` is reached, as far as this node knows.
+    pub fn address_of(&self, id: &str) -> Option<&str> {
+        self.membership
+            .member(id)
+            .or_else(|| self.committed_membership.member(id))
+            .map(|m| m.address.as_str())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// "voter", "learner" or "none".
+    pub fn membership_role(&self) -> &'static str {
+        if self.membership.is_voter(&self.node_id) {
+            "voter"
+        } else if self.membership.is_learner(&self.node_id) {
+            "learner"
+        } else {
+            "none"
+        }
+    }
+
     fn of(engine: &Engine, game: Arc<Game>) -> NodeView {
         NodeView {
             node_id: engine.id().clone(),
@@ -73,8 +104,13 @@ impl NodeView {
             current_epoch: engine.current_epoch(),
             last_zxid: engine.last_zxid(),
             committed: engine.committed(),
-            members: engine.members().len(),
+            members: engine.membership().voters.len(),
             quorum: engine.quorum(),
+            membership: engine.membership().clone(),
+            config_zxid: engine.config_zxid(),
+            committed_membership: engine.committed_membership().1.clone(),
+            committed_config_zxid: engine.committed_membership().0,
+            removed: engine.is_removed(),
             game,
         }
     }
@@ -109,6 +145,8 @@ pub fn spawn(
                 replies: HashMap::new(),
                 next_req: 1,
                 started: Instant::now(),
+                known: HashMap::new(),
+                config_seen: None,
             }
             .run(rx)
         })
@@ -124,6 +162,10 @@ struct Driver {
     replies: HashMap<u64, oneshot::Sender<ClientResult>>,
     next_req: u64,
     started: Instant,
+    /// Peer addresses handed to the transport.
+    known: HashMap<NodeId, String>,
+    /// (configuration in use, committed one) when addresses were last refreshed.
+    config_seen: Option<(Zxid, Zxid)>,
 }
 
 impl Driver {
@@ -154,7 +196,19 @@ impl Driver {
             Command::Tick => Event::Tick {
                 now_ms: self.started.elapsed().as_millis() as u64,
             },
-            Command::Peer { from, msg } => Event::Message { from, msg },
+            Command::Peer {
+                from,
+                from_address,
+                msg,
+            } => {
+                if let Some(address) = from_address {
+                    if !self.known.contains_key(&from) {
+                        self.known.insert(from.clone(), address.clone());
+                        self.transport.learn(&from, &address);
+                    }
+                }
+                Event::Message { from, msg }
+            }
             Command::Propose { op, reply } => {
                 let req = self.next_req;
                 self.next_req += 1;
@@ -206,12 +260,33 @@ impl Driver {
                 Output::Reply { req, result } => replies.push((req, result)),
             }
         }
+        self.refresh_addresses();
         outbox.send(self.transport.as_mut());
         let game = game.map(Arc::new).unwrap_or(old_game);
         *self.view.write().expect("view lock") = NodeView::of(&self.engine, game);
         for (req, result) in replies {
             if let Some(tx) = self.replies.remove(&req) {
                 let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// Hands the transport the addresses of the configuration(s) in use when they change.
+    fn refresh_addresses(&mut self) {
+        let seen = (
+            self.engine.config_zxid(),
+            self.engine.committed_membership().0,
+        );
+        if self.config_seen == Some(seen) {
+            return;
+        }
+        self.config_seen = Some(seen);
+        for m in self.engine.known_members() {
+            if !m.address.is_empty() && self.known.get(&m.id) != Some(&m.address) {
+                self.known.insert(m.id.clone(), m.address.clone());
+                self.transport.learn(&m.id, &m.address);
             }
         }
     }
@@ -366,6 +441,7 @@ mod tests {
         );
         let hello = |from: &str| Command::Peer {
             from: from.into(),
+            from_address: None,
             msg: Message::Hello {
                 accepted_epoch: 0,
                 creds: Credentials {

@@ -16,12 +16,14 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
-use crate::core::{ClientError, ClientOp, ClientReply, NodeId, RoleKind};
+use crate::core::{ClientError, ClientOp, ClientReply, Member, Membership, NodeId, RoleKind};
 use crate::game::{check_client_id, check_value, GameError};
 use crate::proto::{self as pb, game_client::GameClient, ErrorKind};
 use crate::runtime::{ClientResult, Command, NodeView, SharedView};
 use crate::transport::{channel, never_sent};
-use crate::wire::{message_from_pb, result_to_pb, zxid_to_pb};
+use crate::wire::{
+    member_from_pb, member_to_pb, membership_to_pb, message_from_pb, result_to_pb, zxid_to_pb,
+};
 
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -41,6 +43,7 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> pb::Error {
     pb::Error {
         kind: kind as i32,
         message: message.into(),
+        retryable: false,
     }
 }
 
@@ -80,8 +83,18 @@ impl NodeServices {
         if let Some(c) = map.get(leader) {
             return Some(c.clone());
         }
-        let address = self.inner.config.address_of(leader)?;
-        let client = GameClient::new(channel(address, self.inner.config.request_timeout()).ok()?);
+        let view = self.view();
+        let address = view
+            .address_of(leader)
+            .or_else(|| self.inner.config.address_of(leader))?;
+        // Membership changes wait for a learner to catch up: give them longer.
+        let client = GameClient::new(
+            channel(
+                address,
+                3 * self.inner.config.request_timeout() + Duration::from_secs(15),
+            )
+            .ok()?,
+        );
         map.insert(leader.clone(), client.clone());
         Some(client)
     }
@@ -101,14 +114,19 @@ impl NodeServices {
 
     /// Runs a request here if we lead, else on the leader. `local` asks our engine,
     /// `remote` forwards. Retries while there is no leader, until the deadline.
-    async fn route<T, L, LF, R, RF>(&self, forwarded: bool, local: L, remote: R) -> Outcome<T>
+    async fn route<T, L, LF, R, RF>(
+        &self,
+        forwarded: bool,
+        timeout: Duration,
+        local: L,
+        remote: R,
+    ) -> Outcome<T>
     where
         L: Fn(Instant) -> LF,
         LF: std::future::Future<Output = Option<Result<T, LocalFailure>>>,
         R: Fn(GameClient<Channel>) -> RF,
         RF: std::future::Future<Output = Result<Option<T>, RemoteFailure>>,
     {
-        let timeout = self.inner.config.request_timeout();
         let deadline = Instant::now() + timeout;
         loop {
             let view = self.view();
@@ -211,11 +229,45 @@ impl NodeServices {
                         };
                         (r.error.map(Err).unwrap_or(Ok(reply)), r.leader)
                     }
+                    ClientOp::AddMember { .. } | ClientOp::RemoveMember { .. } => {
+                        let change = match op {
+                            ClientOp::AddMember { member, .. } => {
+                                pb::reconfig_request::Change::Add(member_to_pb(&member, true))
+                            }
+                            ClientOp::RemoveMember { id } => {
+                                pb::reconfig_request::Change::Remove(id)
+                            }
+                            _ => unreachable!(),
+                        };
+                        let r = client
+                            .reconfig(pb::ReconfigRequest {
+                                change: Some(change),
+                                forwarded: true,
+                            })
+                            .await
+                            .map_err(RemoteFailure::from_status)?
+                            .into_inner();
+                        let reply = ClientReply::Reconfigured {
+                            zxid: crate::wire::zxid_from_pb(r.config),
+                            membership: membership_from_pb(r.members)
+                                .map_err(|e| RemoteFailure::Unknown(e.to_string()))?,
+                        };
+                        (r.error.map(Err).unwrap_or(Ok(reply)), r.leader)
+                    }
                 };
                 remote_result(res).map(|o| o.map(|r| (r, leader)))
             }
         };
-        self.route(forwarded, local, remote).await
+        let mut timeout = self.inner.config.request_timeout();
+        if matches!(
+            op,
+            ClientOp::AddMember { .. } | ClientOp::RemoveMember { .. }
+        ) {
+            // Adding a voter waits for the learner to catch up (the leader gives up after
+            // ten election timeouts).
+            timeout += Duration::from_millis(12 * self.inner.config.election_timeout_ms);
+        }
+        self.route(forwarded, timeout, local, remote).await
     }
 }
 
@@ -231,6 +283,11 @@ impl From<ClientError> for LocalFailure {
             ClientError::NotLeader { .. } => LocalFailure::NotLeader,
             ClientError::Game(g) => LocalFailure::Refused(game_error(&g)),
             ClientError::OutcomeUnknown => LocalFailure::Unknown,
+            ClientError::Reconfig { reason, retryable } => LocalFailure::Refused(pb::Error {
+                kind: ErrorKind::ReconfigRefused as i32,
+                message: reason,
+                retryable,
+            }),
         }
     }
 }
@@ -394,7 +451,8 @@ impl pb::game_server::Game for NodeServices {
                 .into_inner();
             remote_result(r.error.clone().map(Err).unwrap_or(Ok(r)))
         };
-        let resp = match self.route(req.forwarded, local, remote).await {
+        let timeout = self.inner.config.request_timeout();
+        let resp = match self.route(req.forwarded, timeout, local, remote).await {
             Outcome::Done(r) => r,
             // A read changes nothing: an unknown outcome is just a failed read.
             Outcome::Failed(mut e) => {
@@ -423,11 +481,122 @@ impl pb::game_server::Game for NodeServices {
             current_epoch: v.current_epoch,
             last_zxid: Some(zxid_to_pb(v.last_zxid)),
             last_committed: Some(zxid_to_pb(v.committed)),
-            leader: v.leader.unwrap_or_default(),
+            leader: v.leader.clone().unwrap_or_default(),
             members: v.members as u32,
             quorum: v.quorum as u32,
+            config: Some(zxid_to_pb(v.config_zxid)),
+            membership: v.membership_role().to_string(),
+            removed: v.removed,
         }))
     }
+
+    async fn members(
+        &self,
+        _req: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        let v = self.view();
+        Ok(Response::new(pb::MembersResponse {
+            node: v.node_id.clone(),
+            leader: v.leader.clone().unwrap_or_default(),
+            config: Some(zxid_to_pb(v.config_zxid)),
+            members: membership_to_pb(&v.membership),
+            committed_config: Some(zxid_to_pb(v.committed_config_zxid)),
+            committed_members: membership_to_pb(&v.committed_membership),
+        }))
+    }
+
+    async fn reconfig(
+        &self,
+        req: Request<pb::ReconfigRequest>,
+    ) -> Result<Response<pb::ReconfigResponse>, Status> {
+        let req = req.into_inner();
+        let refuse = |message: String| {
+            Ok(Response::new(pb::ReconfigResponse {
+                error: Some(error(ErrorKind::InvalidArgument, message)),
+                ..Default::default()
+            }))
+        };
+        let op = match req.change {
+            None => return refuse("say which member to add or remove".into()),
+            Some(pb::reconfig_request::Change::Add(m)) => {
+                if let Err(e) = check_member(&m) {
+                    return refuse(e);
+                }
+                ClientOp::AddMember {
+                    voter: true,
+                    member: Member {
+                        id: m.id,
+                        address: m.address,
+                    },
+                }
+            }
+            Some(pb::reconfig_request::Change::Remove(id)) => {
+                if id.is_empty() {
+                    return refuse("which member? (an empty id)".into());
+                }
+                ClientOp::RemoveMember { id }
+            }
+        };
+        let resp = match self.propose(op, req.forwarded).await {
+            Outcome::Done((ClientReply::Reconfigured { zxid, membership }, leader)) => {
+                pb::ReconfigResponse {
+                    error: None,
+                    config: Some(zxid_to_pb(zxid)),
+                    members: membership_to_pb(&membership),
+                    leader,
+                }
+            }
+            Outcome::Done(_) => return Err(Status::internal("unexpected reply to a reconfig")),
+            Outcome::Failed(e) => pb::ReconfigResponse {
+                error: Some(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
+    }
+}
+
+/// A member to add: an id like the configuration's (letters, digits, `-`, `_`, `.`) and a
+/// `host:port` address.
+pub fn check_member(m: &pb::Member) -> Result<(), String> {
+    let id_ok = !m.id.is_empty()
+        && m.id.len() <= 63
+        && m.id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !id_ok {
+        return Err(format!(
+            "member id {:?}: use 1-63 letters, digits, '-', '_' or '.'",
+            m.id
+        ));
+    }
+    let port_ok = m
+        .address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok {
+        return Err(format!(
+            "address {:?} of {}: expected host:port",
+            m.address, m.id
+        ));
+    }
+    Ok(())
+}
+
+fn membership_from_pb(members: Vec<pb::Member>) -> Result<Membership, crate::wire::WireError> {
+    let mut m = Membership::default();
+    for pm in members {
+        let voter = pm.voter;
+        let member = member_from_pb(pm)?;
+        if voter {
+            m.voters.push(member);
+        } else {
+            m.learners.push(member);
+        }
+    }
+    m.voters.sort();
+    m.learners.sort();
+    Ok(m)
 }
 
 #[tonic::async_trait]
@@ -437,11 +606,22 @@ impl pb::peer_server::Peer for NodeServices {
         req: Request<pb::PeerBatch>,
     ) -> Result<Response<pb::DeliverAck>, Status> {
         let batch = req.into_inner();
-        if self.inner.config.address_of(&batch.from).is_none() {
+        // A sender in no configuration we know must say where it is reached (a leader that
+        // added us, or a member added by an entry we do not hold yet); anything else is
+        // not a peer.
+        let known = self.inner.config.address_of(&batch.from).is_some()
+            || self.view().address_of(&batch.from).is_some();
+        let from_address = (!batch.from_address.is_empty()).then(|| batch.from_address.clone());
+        if !known && from_address.is_none() {
             return Err(Status::permission_denied(format!(
                 "{:?} is not a member of this ensemble",
                 batch.from
             )));
+        }
+        if batch.from.is_empty() || batch.from.len() > 63 {
+            return Err(Status::invalid_argument(
+                "a batch without a valid sender id",
+            ));
         }
         let mut msgs = Vec::with_capacity(batch.messages.len());
         for m in batch.messages {
@@ -452,6 +632,7 @@ impl pb::peer_server::Peer for NodeServices {
                 .commands
                 .send(Command::Peer {
                     from: batch.from.clone(),
+                    from_address: from_address.clone(),
                     msg,
                 })
                 .map_err(|_| Status::unavailable("node is shutting down"))?;

@@ -21,6 +21,9 @@ const MAX_BATCH: usize = 1024;
 /// Where the runtime hands messages for other members.
 pub trait Transport: Send {
     fn send(&mut self, to: &NodeId, msg: &Message);
+    /// `id` is reached at `address` (from the configuration in the log, or from the
+    /// sender's own word for a peer not in it yet). Membership changes call this.
+    fn learn(&mut self, _id: &NodeId, _address: &str) {}
 }
 
 /// Builds a lazily connecting gRPC channel to `address` (`host:port`).
@@ -50,34 +53,73 @@ pub fn never_sent(status: &tonic::Status) -> bool {
 }
 
 pub struct GrpcTransport {
-    peers: HashMap<NodeId, mpsc::Sender<pb::PeerMessage>>,
+    me: NodeId,
+    /// Our own address, sent with every batch.
+    my_address: String,
+    runtime: tokio::runtime::Handle,
+    peers: HashMap<NodeId, (String, mpsc::Sender<pb::PeerMessage>)>,
 }
 
 impl GrpcTransport {
     /// Starts one sender task per peer. Must be called inside a tokio runtime.
-    pub fn start(me: &str, peers: &[(NodeId, String)]) -> anyhow::Result<GrpcTransport> {
-        let mut map = HashMap::new();
+    pub fn start(
+        me: &str,
+        my_address: &str,
+        peers: &[(NodeId, String)],
+    ) -> anyhow::Result<GrpcTransport> {
+        let mut t = GrpcTransport {
+            me: me.to_string(),
+            my_address: my_address.to_string(),
+            runtime: tokio::runtime::Handle::current(),
+            peers: HashMap::new(),
+        };
         for (id, address) in peers {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let client = PeerClient::new(channel(address, Duration::from_secs(2))?);
-            tokio::spawn(sender(me.to_string(), id.clone(), client, rx));
-            map.insert(id.clone(), tx);
+            t.connect(id, address)?;
         }
-        Ok(GrpcTransport { peers: map })
+        Ok(t)
+    }
+
+    fn connect(&mut self, id: &NodeId, address: &str) -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let client = PeerClient::new(channel(address, Duration::from_secs(2))?);
+        self.runtime.spawn(sender(
+            self.me.clone(),
+            self.my_address.clone(),
+            id.clone(),
+            client,
+            rx,
+        ));
+        // Replacing the entry drops the old queue's sender: its task ends.
+        self.peers.insert(id.clone(), (address.to_string(), tx));
+        Ok(())
     }
 }
 
 impl Transport for GrpcTransport {
     fn send(&mut self, to: &NodeId, msg: &Message) {
-        if let Some(tx) = self.peers.get(to) {
+        if let Some((_, tx)) = self.peers.get(to) {
             // Full queue: the peer is far behind or gone; dropping is what the network would do.
             let _ = tx.try_send(message_to_pb(msg));
+        }
+    }
+
+    fn learn(&mut self, id: &NodeId, address: &str) {
+        if *id == self.me || address.is_empty() {
+            return;
+        }
+        if self.peers.get(id).is_some_and(|(a, _)| a == address) {
+            return;
+        }
+        tracing::info!(peer = %id, %address, "peer address");
+        if let Err(e) = self.connect(id, address) {
+            tracing::warn!(peer = %id, %address, "unusable peer address: {e}");
         }
     }
 }
 
 async fn sender(
     me: String,
+    my_address: String,
     peer: NodeId,
     mut client: PeerClient<Channel>,
     mut rx: mpsc::Receiver<pb::PeerMessage>,
@@ -94,6 +136,7 @@ async fn sender(
         let batch = pb::PeerBatch {
             from: me.clone(),
             messages,
+            from_address: my_address.clone(),
         };
         match client.deliver(batch).await {
             Ok(_) => failures = 0,

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::core::{Credentials, Entry, Message, Op, RoundResult, Zxid};
+use crate::core::{Credentials, Entry, Member, Membership, Message, Op, RoundResult, Zxid};
 use crate::proto as pb;
 use pb::peer_message::Body;
 
@@ -88,6 +88,10 @@ pub fn entry_to_pb(e: &Entry) -> pb::Entry {
         Op::Result(r) => P::Result(pb::ResultOp {
             result: Some(result_to_pb(r)),
         }),
+        Op::Config(m) => P::Config(pb::ConfigOp {
+            voters: m.voters.iter().map(|m| member_to_pb(m, true)).collect(),
+            learners: m.learners.iter().map(|m| member_to_pb(m, false)).collect(),
+        }),
     };
     pb::Entry {
         zxid: Some(zxid_to_pb(e.zxid)),
@@ -113,8 +117,53 @@ pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, WireError> {
         P::Result(o) => Op::Result(result_from_pb(
             o.result.ok_or(WireError::Missing("result"))?,
         )),
+        P::Config(c) => {
+            let voters: Vec<Member> = c
+                .voters
+                .into_iter()
+                .map(member_from_pb)
+                .collect::<Result<_, _>>()?;
+            if voters.is_empty() {
+                return Err(WireError::Invalid("a configuration without voters".into()));
+            }
+            let mut m = Membership::of_voters(voters);
+            m.learners = c
+                .learners
+                .into_iter()
+                .map(member_from_pb)
+                .collect::<Result<_, _>>()?;
+            m.learners.sort();
+            Op::Config(m)
+        }
     };
     Ok(Entry { zxid, op })
+}
+
+pub fn member_to_pb(m: &Member, voter: bool) -> pb::Member {
+    pb::Member {
+        id: m.id.clone(),
+        address: m.address.clone(),
+        voter,
+    }
+}
+
+/// The members of `m`, voters first, as the `Members`/`Reconfig` answers list them.
+pub fn membership_to_pb(m: &Membership) -> Vec<pb::Member> {
+    m.voters
+        .iter()
+        .map(|v| member_to_pb(v, true))
+        .chain(m.learners.iter().map(|l| member_to_pb(l, false)))
+        .collect()
+}
+
+pub fn member_from_pb(m: pb::Member) -> Result<Member, WireError> {
+    if m.id.is_empty() {
+        return Err(WireError::Invalid("a member without an id".into()));
+    }
+    Ok(Member {
+        id: m.id,
+        address: m.address,
+    })
 }
 
 fn checked_value(v: u32) -> Result<u32, WireError> {
@@ -219,6 +268,11 @@ pub fn message_to_pb(m: &Message) -> pb::PeerMessage {
             seq: *seq,
             last_zxid: Some(zxid_to_pb(*last_zxid)),
         }),
+        Message::NotMember { epoch, config } => Body::NotMember(pb::NotMember {
+            epoch: *epoch,
+            config: Some(zxid_to_pb(*config)),
+        }),
+        Message::StepDown { epoch } => Body::StepDown(pb::StepDown { epoch: *epoch }),
     };
     pb::PeerMessage { body: Some(body) }
 }
@@ -282,6 +336,11 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
             seq: h.seq,
             last_zxid: zxid_from_pb(h.last_zxid),
         },
+        Body::NotMember(n) => Message::NotMember {
+            epoch: n.epoch,
+            config: zxid_from_pb(n.config),
+        },
+        Body::StepDown(s) => Message::StepDown { epoch: s.epoch },
     })
 }
 

@@ -17,7 +17,8 @@ fn replies(out: &[Output]) -> Vec<(u64, Result<ClientReply, ClientError>)> {
         .collect()
 }
 
-/// Node "c" of {a, b, c} elected with "a"'s vote, its epoch marker committed.
+/// Node "c" of {a, b, c} elected with "a"'s vote, its epoch marker committed (its log:
+/// the marker at 1:0, the bootstrap configuration at 1:1, then client entries).
 fn leader() -> Engine {
     let ids = ["a", "b", "c"].map(String::from).to_vec();
     let mut c = Engine::new(
@@ -74,7 +75,7 @@ fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
         from: "a".into(),
         msg: Message::Ack {
             epoch: 1,
-            zxid: Zxid::new(1, 1),
+            zxid: Zxid::new(1, 2),
         },
     });
     assert!(matches!(
@@ -106,7 +107,7 @@ fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
         from: "a".into(),
         msg: Message::Ack {
             epoch: 1,
-            zxid: Zxid::new(1, 2),
+            zxid: Zxid::new(1, 3),
         },
     });
     let r = replies(&out);

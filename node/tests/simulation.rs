@@ -851,7 +851,9 @@ impl Sim {
                 self.check_write_reply(req, &kind, reply, "when acknowledged");
                 let zxid = match reply {
                     ClientReply::Written { zxid, .. } | ClientReply::Guessed { zxid, .. } => *zxid,
-                    ClientReply::ReadIndex { .. } => unreachable!("checked"),
+                    ClientReply::ReadIndex { .. } | ClientReply::Reconfigured { .. } => {
+                        unreachable!("checked")
+                    }
                 };
                 self.floor = self.floor.max(zxid);
                 if matches!(kind, ReqKind::Write { .. }) {
@@ -1294,7 +1296,7 @@ fn game_rule(game: &Game, e: &Entry) -> Result<(), String> {
     let closed = game.last_result.as_ref().map(|r| r.round) == Some(game.round);
     let open = game.target.is_some() && !closed;
     match &e.op {
-        Op::NewLeader { .. } => Ok(()),
+        Op::NewLeader { .. } | Op::Config(_) => Ok(()),
         Op::Target { round, .. } if *round != game.round + 1 => {
             Err(format!("round {round} after round {}", game.round))
         }

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use super::message::{EpochSummary, Message};
-use super::types::{Credentials, Entry, NodeId, Op, RoundResult, Zxid};
+use super::types::{Credentials, Entry, Member, Membership, NodeId, Op, RoundResult, Zxid};
 use crate::game::{Game, GameError};
 
 /// Identifies a client request inside one runtime.
@@ -58,9 +58,28 @@ pub enum StorageOp {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOp {
-    Write { client: String, value: u32 },
-    Guess { client: String, value: u32 },
+    Write {
+        client: String,
+        value: u32,
+    },
+    Guess {
+        client: String,
+        value: u32,
+    },
+    /// Add `member`: first as a learner, then (once it holds every committed entry, and
+    /// when `voter`) promoted to voter. Answered when the last step has committed.
+    AddMember {
+        member: Member,
+        voter: bool,
+    },
+    /// Remove `id` (voter or learner). Answered when the configuration without it committed.
+    RemoveMember {
+        id: NodeId,
+    },
 }
+
+/// Upper bound on voters (the ensemble sizes this system is built and tested for).
+pub const MAX_VOTERS: usize = 9;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientReply {
@@ -78,6 +97,11 @@ pub enum ClientReply {
     ReadIndex {
         index: Zxid,
     },
+    /// The configuration after a membership change (committed at `zxid`).
+    Reconfigured {
+        zxid: Zxid,
+        membership: Membership,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +112,10 @@ pub enum ClientError {
     Game(GameError),
     /// Proposed, but leadership was lost before it committed: it may or may not commit.
     OutcomeUnknown,
+    /// A membership change that was refused; `retryable` when it may succeed later (another
+    /// change in flight, a learner still catching up). The configuration is unchanged, or —
+    /// for a learner that did not catch up in time — it stays a learner.
+    Reconfig { reason: String, retryable: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +185,26 @@ struct Pending {
     reply: ClientReply,
 }
 
+/// The membership change a leader is carrying out (one at a time).
+#[derive(Debug)]
+struct PendingReconfig {
+    req: RequestId,
+    member: Option<Member>,
+    id: NodeId,
+    stage: ReconfigStage,
+    /// A learner that has not caught up by then stays a learner and the request fails.
+    deadline: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ReconfigStage {
+    /// Waiting for the config entry at this zxid to commit; then the request is answered,
+    /// or (adding a voter, entry that made it a learner) catching up starts.
+    Committing { zxid: Zxid, then_promote: bool },
+    /// The learner is receiving the log; promoted once it holds everything committed.
+    CatchingUp,
+}
+
 #[derive(Debug)]
 struct PendingRead {
     req: RequestId,
@@ -182,6 +230,7 @@ struct LeaderState {
     /// `hb_seq` when the last entry was appended: a heartbeat with a higher seq was sent
     /// after it, so a follower answering that heartbeat should already hold it.
     appended_at_seq: u64,
+    reconfig: Option<PendingReconfig>,
 }
 
 impl LeaderState {
@@ -207,8 +256,16 @@ enum Role {
 #[derive(Debug)]
 pub struct Engine {
     id: NodeId,
-    members: Vec<NodeId>,
-    quorum: usize,
+    /// The configuration used while the log holds none (start-up flags of a new ensemble;
+    /// empty for a node that waits to be added).
+    bootstrap: Membership,
+    /// Every `Op::Config` in the log, in order: the last one is the configuration in use.
+    configs: Vec<(Zxid, Membership)>,
+    /// The configuration in use (the latest in the log, committed or not; else `bootstrap`).
+    config: Membership,
+    /// A leader told us the committed configuration leaves us out (or we committed one that
+    /// does): we take no part until a leader syncs us again.
+    removed: bool,
     timing: Timing,
     now: u64,
     rng: u64,
@@ -238,11 +295,35 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// `members` includes `id`. `quorum` must be a majority of `members` (checked by config).
+    /// A node of a new ensemble whose voters are `members` (addresses unknown to the core).
+    /// `quorum` must be a majority of `members` (checked by config); it is recomputed from
+    /// the configuration from then on.
     pub fn new(
         id: NodeId,
         members: Vec<NodeId>,
         quorum: usize,
+        timing: Timing,
+        state: Persistent,
+        seed: u64,
+    ) -> Engine {
+        let bootstrap = Membership::of_voters(
+            members
+                .into_iter()
+                .map(|id| Member {
+                    id,
+                    address: String::new(),
+                })
+                .collect(),
+        );
+        debug_assert!(bootstrap.voters.is_empty() || quorum == bootstrap.quorum());
+        Engine::with_membership(id, bootstrap, timing, state, seed)
+    }
+
+    /// `bootstrap` is used only while the log holds no configuration: the voters of a new
+    /// ensemble, or nobody for a node that waits to be added (`--join`).
+    pub fn with_membership(
+        id: NodeId,
+        bootstrap: Membership,
         timing: Timing,
         state: Persistent,
         seed: u64,
@@ -252,10 +333,24 @@ impl Engine {
         for e in &state.log[..commit_len] {
             game.apply(e);
         }
+        let configs: Vec<(Zxid, Membership)> = state
+            .log
+            .iter()
+            .filter_map(|e| match &e.op {
+                Op::Config(m) => Some((e.zxid, m.clone())),
+                _ => None,
+            })
+            .collect();
+        let config = configs
+            .last()
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| bootstrap.clone());
         let mut engine = Engine {
             id,
-            members,
-            quorum,
+            bootstrap,
+            configs,
+            config,
+            removed: false,
             timing,
             now: 0,
             rng: seed | 1,
@@ -330,11 +425,49 @@ impl Engine {
     pub fn game(&self) -> &Game {
         &self.game
     }
+    /// Majority of the voters of the configuration in use.
     pub fn quorum(&self) -> usize {
-        self.quorum
+        self.config.quorum()
     }
-    pub fn members(&self) -> &[NodeId] {
-        &self.members
+    /// The configuration in use: the latest in the log (committed or not), else the bootstrap.
+    pub fn membership(&self) -> &Membership {
+        &self.config
+    }
+    /// Zxid of the configuration entry in use (ZERO: the bootstrap configuration).
+    pub fn config_zxid(&self) -> Zxid {
+        self.configs.last().map(|(z, _)| *z).unwrap_or(Zxid::ZERO)
+    }
+    /// The latest committed configuration and its zxid.
+    pub fn committed_membership(&self) -> (Zxid, &Membership) {
+        let committed = self.committed();
+        self.configs
+            .iter()
+            .rev()
+            .find(|(z, _)| *z <= committed)
+            .map(|(z, m)| (*z, m))
+            .unwrap_or((Zxid::ZERO, &self.bootstrap))
+    }
+    /// A leader said (or we committed) that the configuration leaves us out.
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+    pub fn is_voter(&self) -> bool {
+        self.config.is_voter(&self.id)
+    }
+    /// Everyone this node may need to talk to: members of the configuration in use, of the
+    /// committed one, and of the bootstrap (with their addresses, where known).
+    pub fn known_members(&self) -> Vec<Member> {
+        let mut all: Vec<Member> = self
+            .config
+            .all()
+            .chain(self.committed_membership().1.all())
+            .chain(self.bootstrap.all())
+            .filter(|m| m.id != self.id)
+            .cloned()
+            .collect();
+        all.sort();
+        all.dedup_by(|a, b| a.id == b.id);
+        all
     }
     /// Leading, and the first entry of its epoch is committed (ready for reads).
     pub fn is_established_leader(&self) -> bool {
@@ -383,8 +516,73 @@ impl Engine {
         out
     }
 
-    fn others(&self) -> impl Iterator<Item = &NodeId> {
-        self.members.iter().filter(move |m| **m != self.id)
+    /// Everyone else in the configuration in use (voters and learners).
+    fn others(&self) -> Vec<NodeId> {
+        self.config
+            .all()
+            .filter(|m| m.id != self.id)
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    /// The other voters of the configuration in use.
+    fn other_voters(&self) -> Vec<NodeId> {
+        self.config
+            .voter_ids()
+            .filter(|m| **m != self.id)
+            .cloned()
+            .collect()
+    }
+
+    /// How many of `ids` (plus this node, when `me`) are voters of the configuration in use.
+    fn voters_among<'a>(&self, ids: impl Iterator<Item = &'a NodeId>, me: bool) -> usize {
+        ids.filter(|m| **m != self.id && self.config.is_voter(m))
+            .count()
+            + usize::from(me && self.is_voter())
+    }
+
+    /// The `quorum`-th highest of `values` taken over the voters (this node's own value is
+    /// `mine`, counted only if it votes), or `None` when there are fewer voters than a quorum.
+    fn quorum_value<T: Ord + Copy>(
+        &self,
+        followers: impl Iterator<Item = (NodeId, T)>,
+        mine: T,
+    ) -> Option<T> {
+        let mut values: Vec<T> = followers
+            .filter(|(m, _)| *m != self.id && self.config.is_voter(m))
+            .map(|(_, v)| v)
+            .collect();
+        if self.is_voter() {
+            values.push(mine);
+        }
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values.get(self.quorum() - 1).copied()
+    }
+
+    /// Keeps `configs`/`config` in step with the log after entries were appended from `from`.
+    fn note_appended(&mut self, from: usize) {
+        for e in &self.log[from..] {
+            if let Op::Config(m) = &e.op {
+                self.configs.push((e.zxid, m.clone()));
+                self.config = m.clone();
+                tracing::info!(node = %self.id, zxid = %e.zxid, config = %m, "configuration in use");
+            }
+        }
+    }
+
+    /// Same after the log was truncated: a dropped configuration entry is no longer in use.
+    fn note_truncated(&mut self) {
+        let last = self.last_zxid();
+        let before = self.configs.len();
+        self.configs.retain(|(z, _)| *z <= last);
+        if self.configs.len() != before {
+            self.config = self
+                .configs
+                .last()
+                .map(|(_, m)| m.clone())
+                .unwrap_or_else(|| self.bootstrap.clone());
+            tracing::info!(node = %self.id, config = %self.config, "configuration entry truncated; back to the previous one");
+        }
     }
 
     fn random(&mut self, bound: u64) -> u64 {
@@ -420,7 +618,10 @@ impl Engine {
                 self.on_tick(&mut out);
             }
             Event::Message { from, msg } => {
-                if from != self.id && self.members.contains(&from) {
+                // Senders outside our configuration are heard too: a leader may have added us
+                // (or itself been added) by an entry we do not hold yet. Each handler decides
+                // what a non-member may do (it is never counted in a quorum).
+                if from != self.id {
                     self.on_message(from, msg, &mut out);
                 }
             }
@@ -438,9 +639,13 @@ impl Engine {
     }
 
     fn broadcast(&self, out: &mut Vec<Output>, msg: Message) {
-        for m in self.others() {
+        self.send_all(out, self.others(), msg);
+    }
+
+    fn send_all(&self, out: &mut Vec<Output>, to: Vec<NodeId>, msg: Message) {
+        for m in to {
             out.push(Output::Send {
-                to: m.clone(),
+                to: m,
                 msg: msg.clone(),
             });
         }
@@ -461,6 +666,10 @@ impl Engine {
                 }
             }
             Role::Looking => {
+                // A removed node is silent: it neither looks for a leader nor stands.
+                if self.removed {
+                    return;
+                }
                 if now.saturating_sub(self.last_hello) >= hb {
                     self.last_hello = now;
                     let msg = Message::Hello {
@@ -491,19 +700,26 @@ impl Engine {
             Role::Leading(l) => {
                 // Step down when a quorum has not been heard for an election timeout: a leader
                 // that cannot commit must not keep taking writes.
-                let heard = l
+                // Counted in the configuration in use (a leader being removed does not count
+                // itself).
+                let recent: Vec<NodeId> = l
                     .followers
-                    .values()
-                    .filter(|f| now.saturating_sub(f.last_heard) <= et)
-                    .count();
-                if heard + 1 < self.quorum && now.saturating_sub(l.since) > et {
+                    .iter()
+                    .filter(|(_, f)| now.saturating_sub(f.last_heard) <= et)
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                let since = l.since;
+                let last_hb = l.last_hb;
+                let heard = self.voters_among(recent.iter(), true);
+                if heard < self.quorum() && now.saturating_sub(since) > et {
                     tracing::warn!(node = %self.id, heard, "leader lost its quorum; stepping down");
                     self.become_looking(out);
                     return;
                 }
-                if now.saturating_sub(l.last_hb) >= hb {
+                if now.saturating_sub(last_hb) >= hb {
                     self.send_heartbeats(out);
                 }
+                self.progress_reconfig(out);
             }
         }
     }
@@ -514,7 +730,11 @@ impl Engine {
             return;
         };
         let creds = self.creds();
-        for m in self.others().filter(|m| !c.acks.contains_key(*m)) {
+        for m in self
+            .other_voters()
+            .iter()
+            .filter(|m| !c.acks.contains_key(*m))
+        {
             self.send(
                 out,
                 m,
@@ -538,7 +758,8 @@ impl Engine {
             commit,
             seq: l.hb_seq,
         };
-        self.broadcast(out, msg);
+        let to: Vec<NodeId> = l.followers.keys().cloned().collect();
+        self.send_all(out, to, msg);
     }
 
     // ------------------------------------------------------------------ election
@@ -564,6 +785,12 @@ impl Engine {
                     result: Err(ClientError::NotLeader { leader: None }),
                 });
             }
+            if let Some(r) = l.reconfig.take() {
+                out.push(Output::Reply {
+                    req: r.req,
+                    result: Err(ClientError::OutcomeUnknown),
+                });
+            }
         }
         self.role = Role::Looking;
         self.leader = None;
@@ -573,6 +800,9 @@ impl Engine {
         self.looking_since = self.now;
         self.candidacy_at = self.candidacy_delay();
         self.last_hello = self.now;
+        if self.removed {
+            return;
+        }
         let msg = Message::Hello {
             accepted_epoch: self.accepted_epoch,
             creds: self.creds(),
@@ -588,7 +818,12 @@ impl Engine {
         if self.now < self.candidacy_at || self.joining.is_some() {
             return;
         }
-        if self.heard.len() + 1 < self.quorum {
+        // Only a voter of the configuration in use stands (a learner, a node waiting to be
+        // added or a removed one never starts an election).
+        if self.removed || !self.is_voter() {
+            return;
+        }
+        if self.voters_among(self.heard.keys(), true) < self.quorum() {
             return;
         }
         let me = self.creds();
@@ -625,7 +860,7 @@ impl Engine {
             epoch,
             creds: self.creds(),
         };
-        self.broadcast(out, msg);
+        self.send_all(out, self.other_voters(), msg);
         self.maybe_win(out);
     }
 
@@ -633,7 +868,8 @@ impl Engine {
         let Role::Candidate(c) = &self.role else {
             return;
         };
-        if c.acks.len() < self.quorum {
+        // Only voters of our configuration count (a learner's acceptance is not a vote).
+        if self.voters_among(c.acks.keys(), true) < self.quorum() {
             return;
         }
         let epoch = c.epoch;
@@ -661,7 +897,19 @@ impl Engine {
             },
         };
         self.log.push(marker.clone());
-        out.push(Output::Persist(StorageOp::Append(vec![marker])));
+        let mut first = vec![marker];
+        // The first leader of a new ensemble writes the bootstrap configuration into the log:
+        // from then on every node (restarted ones too) takes it from there, not from flags.
+        if self.configs.is_empty() && !self.bootstrap.voters.is_empty() {
+            let config = Entry {
+                zxid: Zxid::new(epoch, 1),
+                op: Op::Config(self.bootstrap.clone()),
+            };
+            self.log.push(config.clone());
+            first.push(config);
+            self.note_appended(self.log.len() - 1);
+        }
+        out.push(Output::Persist(StorageOp::Append(first)));
         self.current_epoch = epoch;
         out.push(Output::Persist(StorageOp::SetCurrentEpoch(epoch)));
 
@@ -670,8 +918,8 @@ impl Engine {
             speculative.apply(e);
         }
         let mut followers = BTreeMap::new();
-        for m in self.others() {
-            followers.insert(m.clone(), FollowerProgress::default());
+        for m in self.replication_targets() {
+            followers.insert(m, FollowerProgress::default());
         }
         self.role = Role::Leading(Box::new(LeaderState {
             epoch,
@@ -684,16 +932,65 @@ impl Engine {
             hb_seq: 0,
             last_hb: self.now,
             appended_at_seq: 0,
+            reconfig: None,
         }));
         self.leader = Some(self.id.clone());
         self.synced = true;
         self.heard.clear();
         for (m, summary) in acks {
-            if m != self.id {
+            if m != self.id && self.replication_targets().contains(&m) {
                 self.sync_follower(&m, &summary, out);
             }
         }
         self.try_commit(out);
+    }
+
+    /// Who a leader replicates to: members of the configuration in use and of the committed
+    /// one (a member being removed keeps receiving the log until its removal commits).
+    fn replication_targets(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self
+            .config
+            .all()
+            .chain(self.committed_membership().1.all())
+            .filter(|m| m.id != self.id)
+            .map(|m| m.id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Leader: makes the follower set match [`Self::replication_targets`]; a member no
+    /// longer in any configuration is told it is out.
+    fn refresh_followers(&mut self, out: &mut Vec<Output>) {
+        let targets = self.replication_targets();
+        let (config_zxid, _) = self.committed_membership();
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        let epoch = l.epoch;
+        let gone: Vec<NodeId> = l
+            .followers
+            .keys()
+            .filter(|m| !targets.contains(m))
+            .cloned()
+            .collect();
+        for m in &gone {
+            l.followers.remove(m);
+        }
+        for m in targets {
+            l.followers.entry(m).or_default();
+        }
+        for m in gone {
+            self.send(
+                out,
+                &m,
+                Message::NotMember {
+                    epoch,
+                    config: config_zxid,
+                },
+            );
+        }
     }
 
     /// Sends `Sync` so that `follower`'s log becomes a prefix of ours: it keeps the last
@@ -821,6 +1118,35 @@ impl Engine {
                 seq,
                 last_zxid,
             } => self.on_heartbeat_ack(from, epoch, seq, last_zxid, out),
+            Message::NotMember { epoch, config } => self.on_not_member(from, epoch, config, out),
+            Message::StepDown { epoch } => {
+                let following_it = matches!(self.role, Role::Following)
+                    && self.leader.as_ref() == Some(&from)
+                    && epoch == self.accepted_epoch;
+                if following_it {
+                    tracing::info!(node = %self.id, leader = %from, "leader left the ensemble; looking");
+                    self.become_looking(out);
+                }
+            }
+        }
+    }
+
+    /// A leader says its committed configuration leaves us out: stop taking part (until a
+    /// leader that counts us syncs us again).
+    fn on_not_member(&mut self, from: NodeId, epoch: u64, config: Zxid, out: &mut Vec<Output>) {
+        if epoch < self.accepted_epoch || matches!(self.role, Role::Leading(_)) {
+            return;
+        }
+        // A late answer about an older configuration than ours that counts us: ignore it.
+        if self.config_zxid() > config && self.config.contains(&self.id) {
+            return;
+        }
+        if !self.removed {
+            tracing::warn!(node = %self.id, leader = %from, %config, "not a member of the committed configuration; standing by");
+        }
+        self.removed = true;
+        if !matches!(self.role, Role::Looking) {
+            self.become_looking(out);
         }
     }
 
@@ -857,11 +1183,13 @@ impl Engine {
             self.send(out, &from, Message::LeaderIs { leader, epoch });
             return;
         }
-        if matches!(self.role, Role::Looking) {
+        // Only voters of our configuration are gathered (and answered): a removed node or one
+        // from an earlier membership is not counted towards anyone's candidacy.
+        if matches!(self.role, Role::Looking) && self.config.is_voter(&from) {
             let first = !self.heard.contains_key(&from);
             self.heard
                 .insert(from.clone(), (creds, accepted_epoch, self.now));
-            if first {
+            if first && !self.removed {
                 // Answer a newcomer at once so both sides learn each other within one trip.
                 let msg = Message::Hello {
                     accepted_epoch: self.accepted_epoch,
@@ -873,7 +1201,7 @@ impl Engine {
     }
 
     fn on_leader_is(&mut self, leader: NodeId, epoch: u64, out: &mut Vec<Output>) {
-        if leader == self.id || !self.members.contains(&leader) {
+        if leader == self.id || self.removed {
             return;
         }
         if !matches!(self.role, Role::Looking) {
@@ -921,7 +1249,16 @@ impl Engine {
             self.send(out, &from, msg);
             return;
         }
-        if epoch <= self.accepted_epoch || creds < self.creds() || creds.node_id != from {
+        // A candidate outside our configuration is refused unless its log is newer than our
+        // configuration (then it may hold an entry that made it a voter; Raft likewise votes
+        // for servers it does not know). A removed node, whose log stops before its
+        // removal, thus never collects votes.
+        let stale_non_voter = !self.config.is_voter(&from) && creds.last_zxid <= self.config_zxid();
+        if epoch <= self.accepted_epoch
+            || creds < self.creds()
+            || creds.node_id != from
+            || stale_non_voter
+        {
             let msg = reject(self, None);
             self.send(out, &from, msg);
             return;
@@ -987,7 +1324,12 @@ impl Engine {
                 self.maybe_win(out);
             }
             Role::Leading(l) if l.epoch == epoch => {
-                self.sync_follower(&from, &summary, out);
+                if l.followers.contains_key(&from) {
+                    self.sync_follower(&from, &summary, out);
+                } else {
+                    let config = self.committed_membership().0;
+                    self.send(out, &from, Message::NotMember { epoch, config });
+                }
             }
             _ => {}
         }
@@ -1066,12 +1408,17 @@ impl Engine {
             let after = self.zxid_at(pos);
             tracing::info!(node = %self.id, dropped = self.log.len() - pos, %after, "TRUNC");
             self.log.truncate(pos);
+            self.note_truncated();
             out.push(Output::Persist(StorageOp::TruncateAfter(after)));
         }
         if !rest.is_empty() {
+            let at = self.log.len();
             self.log.extend(rest.iter().cloned());
+            self.note_appended(at);
             out.push(Output::Persist(StorageOp::Append(rest)));
         }
+        // A leader syncing us counts us as a member.
+        self.removed = false;
         // The epoch is recorded after the entries (ZOOKEEPER-4643).
         if self.current_epoch != epoch {
             self.current_epoch = epoch;
@@ -1098,7 +1445,9 @@ impl Engine {
         }
         let last = self.last_zxid();
         if prev == last {
+            let at = self.log.len();
             self.log.extend(entries.iter().cloned());
+            self.note_appended(at);
             out.push(Output::Persist(StorageOp::Append(entries)));
         } else if entries.last().is_some_and(|e| e.zxid <= last) {
             // Duplicate: already on disk.
@@ -1130,8 +1479,20 @@ impl Engine {
             self.game.apply(e);
             out.push(Output::Apply(e.clone()));
         }
+        let config_before = self.committed_membership().0;
         self.commit_len = new_len;
         out.push(Output::Persist(StorageOp::SetCommitted(self.committed())));
+        let (config_zxid, config) = self.committed_membership();
+        if config_zxid != config_before
+            && !config.contains(&self.id)
+            && !self.config.contains(&self.id)
+            && !self.removed
+        {
+            // Our removal committed. A follower just stops taking part; a leader hands over
+            // in `try_commit` once it has answered the requests this commit completed.
+            tracing::warn!(node = %self.id, %config_zxid, "removed from the ensemble");
+            self.removed = true;
+        }
     }
 
     fn on_ack(&mut self, from: NodeId, epoch: u64, zxid: Zxid, out: &mut Vec<Output>) {
@@ -1147,6 +1508,7 @@ impl Engine {
             p.last_heard = now;
         }
         self.try_commit(out);
+        self.progress_reconfig(out);
     }
 
     fn on_heartbeat_ack(
@@ -1185,6 +1547,7 @@ impl Engine {
         }
         self.try_commit(out);
         self.answer_reads(out);
+        self.progress_reconfig(out);
         if behind {
             self.catch_up(&from, last_zxid, out);
         }
@@ -1216,10 +1579,13 @@ impl Engine {
         let Role::Leading(l) = &self.role else {
             return;
         };
-        let mut acked: Vec<Zxid> = l.followers.values().map(|f| f.acked).collect();
-        acked.push(last);
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = acked[self.quorum - 1];
+        // Counted over the voters of the configuration in use, committed or not (the
+        // single-server change rule: consecutive configurations share a majority).
+        let Some(candidate) =
+            self.quorum_value(l.followers.iter().map(|(m, f)| (m.clone(), f.acked)), last)
+        else {
+            return;
+        };
         // Only entries of our own epoch are committed by counting (earlier ones follow).
         if candidate.epoch != l.epoch || candidate <= self.committed() {
             return;
@@ -1261,11 +1627,29 @@ impl Engine {
             );
         }
         self.answer_reads(out);
+        self.refresh_followers(out);
+        self.progress_reconfig(out);
+        if self.removed && matches!(self.role, Role::Leading(_)) {
+            // The configuration without us committed: hand over at once. Our followers
+            // start an election now (they hold every committed entry) instead of waiting
+            // for the election timeout.
+            tracing::warn!(node = %self.id, epoch, "removed from the ensemble; leader steps down");
+            let to = self.others();
+            self.send_all(out, to, Message::StepDown { epoch });
+            self.become_looking(out);
+        }
     }
 
     // ------------------------------------------------------------------ clients
 
     fn on_propose(&mut self, req: RequestId, op: ClientOp, out: &mut Vec<Output>) {
+        let op = match op {
+            ClientOp::AddMember { member, voter } => {
+                return self.on_add_member(req, member, voter, out)
+            }
+            ClientOp::RemoveMember { id } => return self.on_remove_member(req, id, out),
+            op => op,
+        };
         let leader = self.leader().cloned();
         let last = self.last_zxid();
         let commit = self.committed();
@@ -1299,6 +1683,7 @@ impl Engine {
                     Box::new(move |zxid| ClientReply::Guessed { zxid, round }),
                 )
             }
+            ClientOp::AddMember { .. } | ClientOp::RemoveMember { .. } => unreachable!(),
             ClientOp::Write { client, value } => {
                 let ops = l.speculative.ops_for_write(&client, value);
                 let closed = l.speculative.result_of_open_round();
@@ -1313,6 +1698,26 @@ impl Engine {
                     }),
                 )
             }
+        };
+        let zxid = Zxid::new(l.epoch, last.counter + ops.len() as u64);
+        l.pending.insert(
+            zxid,
+            Pending {
+                req,
+                reply: reply_of(zxid),
+            },
+        );
+        self.append_and_propose(ops, out);
+        self.try_commit(out);
+    }
+
+    /// Leader: appends `ops` as the next entries of its epoch, persists them and proposes
+    /// them to the synced followers. Returns the zxid of the last one.
+    fn append_and_propose(&mut self, ops: Vec<Op>, out: &mut Vec<Output>) -> Zxid {
+        let last = self.last_zxid();
+        let commit = self.committed();
+        let Role::Leading(l) = &mut self.role else {
+            unreachable!("only a leader appends");
         };
         let mut counter = last.counter;
         let entries: Vec<Entry> = ops
@@ -1329,18 +1734,13 @@ impl Engine {
             l.speculative.apply(e);
         }
         l.appended_at_seq = l.hb_seq;
-        let zxid = entries.last().expect("at least one op").zxid;
-        l.pending.insert(
-            zxid,
-            Pending {
-                req,
-                reply: reply_of(zxid),
-            },
-        );
         let epoch = l.epoch;
         let in_sync = l.in_sync_followers();
+        let at = self.log.len();
         self.log.extend(entries.iter().cloned());
+        self.note_appended(at);
         out.push(Output::Persist(StorageOp::Append(entries.clone())));
+        let zxid = self.last_zxid();
         for m in in_sync {
             self.send(
                 out,
@@ -1353,7 +1753,234 @@ impl Engine {
                 },
             );
         }
+        zxid
+    }
+
+    // ------------------------------------------------------------------ membership
+
+    /// Why a membership change cannot start now (`None`: it can). The rules that keep two
+    /// configurations in use at once from having disjoint majorities:
+    /// - only an established leader (its epoch's first entry committed, so its log holds
+    ///   every committed configuration) changes the configuration;
+    /// - one change at a time: the configuration in use must be committed;
+    /// - a change adds or removes at most one voter (learners do not count).
+    fn reconfig_refusal(&self) -> Option<ClientError> {
+        let Role::Leading(l) = &self.role else {
+            return Some(ClientError::NotLeader {
+                leader: self.leader().cloned(),
+            });
+        };
+        if !self.is_established_leader() {
+            return Some(ClientError::NotLeader { leader: None });
+        }
+        if let Some(r) = &l.reconfig {
+            return Some(ClientError::Reconfig {
+                reason: format!("another membership change (of {}) is in progress", r.id),
+                retryable: true,
+            });
+        }
+        if self.config_zxid() > self.committed() {
+            return Some(ClientError::Reconfig {
+                reason: "the previous configuration is not committed yet".into(),
+                retryable: true,
+            });
+        }
+        None
+    }
+
+    fn reply(
+        &self,
+        out: &mut Vec<Output>,
+        req: RequestId,
+        result: Result<ClientReply, ClientError>,
+    ) {
+        out.push(Output::Reply { req, result });
+    }
+
+    fn refuse_reconfig(&self, out: &mut Vec<Output>, req: RequestId, reason: String) {
+        self.reply(
+            out,
+            req,
+            Err(ClientError::Reconfig {
+                reason,
+                retryable: false,
+            }),
+        );
+    }
+
+    fn on_add_member(
+        &mut self,
+        req: RequestId,
+        member: Member,
+        voter: bool,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(e) = self.reconfig_refusal() {
+            return self.reply(out, req, Err(e));
+        }
+        if member.id.is_empty() || member.address.is_empty() {
+            return self.refuse_reconfig(out, req, "a member needs an id and an address".into());
+        }
+        if let Some(other) = self
+            .config
+            .all()
+            .find(|m| m.id != member.id && m.address == member.address)
+        {
+            return self.refuse_reconfig(
+                out,
+                req,
+                format!("{} already uses address {}", other.id, member.address),
+            );
+        }
+        if let Some(existing) = self.config.member(&member.id) {
+            if existing.address != member.address {
+                return self.refuse_reconfig(
+                    out,
+                    req,
+                    format!(
+                        "{} is already a member at {}; remove it first to change its address",
+                        member.id, existing.address
+                    ),
+                );
+            }
+        }
+        let is_voter = self.config.is_voter(&member.id);
+        if voter && !is_voter && self.config.voters.len() >= MAX_VOTERS {
+            return self.refuse_reconfig(
+                out,
+                req,
+                format!("an ensemble has at most {MAX_VOTERS} voters"),
+            );
+        }
+        let deadline = self.now + 10 * self.timing.election_timeout_ms;
+        let stage = if is_voter || (!voter && self.config.is_learner(&member.id)) {
+            // Already there: nothing to change.
+            let zxid = self.config_zxid();
+            let membership = self.config.clone();
+            return self.reply(out, req, Ok(ClientReply::Reconfigured { zxid, membership }));
+        } else if self.config.is_learner(&member.id) {
+            ReconfigStage::CatchingUp
+        } else {
+            let next = self.config.with_learner(member.clone());
+            let zxid = self.append_and_propose(vec![Op::Config(next)], out);
+            ReconfigStage::Committing {
+                zxid,
+                then_promote: voter,
+            }
+        };
+        tracing::info!(node = %self.id, member = %member.id, address = %member.address, voter, "adding a member");
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        l.reconfig = Some(PendingReconfig {
+            req,
+            id: member.id.clone(),
+            member: Some(member),
+            stage,
+            deadline,
+        });
+        self.refresh_followers(out);
         self.try_commit(out);
+        self.progress_reconfig(out);
+    }
+
+    fn on_remove_member(&mut self, req: RequestId, id: NodeId, out: &mut Vec<Output>) {
+        if let Some(e) = self.reconfig_refusal() {
+            return self.reply(out, req, Err(e));
+        }
+        if !self.config.contains(&id) {
+            let zxid = self.config_zxid();
+            let membership = self.config.clone();
+            return self.reply(out, req, Ok(ClientReply::Reconfigured { zxid, membership }));
+        }
+        if self.config.is_voter(&id) && self.config.voters.len() == 1 {
+            return self.refuse_reconfig(out, req, format!("{id} is the last voter"));
+        }
+        tracing::info!(node = %self.id, member = %id, "removing a member");
+        let next = self.config.without(&id);
+        let zxid = self.append_and_propose(vec![Op::Config(next)], out);
+        let deadline = self.now + 10 * self.timing.election_timeout_ms;
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        l.reconfig = Some(PendingReconfig {
+            req,
+            id,
+            member: None,
+            stage: ReconfigStage::Committing {
+                zxid,
+                then_promote: false,
+            },
+            deadline,
+        });
+        self.try_commit(out);
+    }
+
+    /// Leader: moves the pending membership change on — answers it once its entry commits,
+    /// promotes a learner that holds everything committed, gives up on one that does not
+    /// catch up in time (it stays a learner; the request may be repeated).
+    fn progress_reconfig(&mut self, out: &mut Vec<Output>) {
+        let committed = self.committed();
+        let now = self.now;
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        let Some(r) = &mut l.reconfig else {
+            return;
+        };
+        match r.stage {
+            ReconfigStage::Committing { zxid, then_promote } if zxid <= committed => {
+                if then_promote {
+                    r.stage = ReconfigStage::CatchingUp;
+                } else {
+                    let r = l.reconfig.take().expect("pending reconfig");
+                    let membership = self.config.clone();
+                    tracing::info!(node = %self.id, %zxid, config = %membership, "membership change committed");
+                    return self.reply(
+                        out,
+                        r.req,
+                        Ok(ClientReply::Reconfigured { zxid, membership }),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if r.stage != ReconfigStage::CatchingUp {
+            return;
+        }
+        let caught_up = l
+            .followers
+            .get(&r.id)
+            .is_some_and(|p| p.in_sync && p.acked >= committed);
+        if caught_up {
+            let member = r.member.clone().expect("adding a member");
+            let next = self.config.with_voter(member);
+            let zxid = self.append_and_propose(vec![Op::Config(next)], out);
+            if let Role::Leading(l) = &mut self.role {
+                if let Some(r) = &mut l.reconfig {
+                    r.stage = ReconfigStage::Committing {
+                        zxid,
+                        then_promote: false,
+                    };
+                }
+            }
+            self.try_commit(out);
+        } else if now > r.deadline {
+            let r = l.reconfig.take().expect("pending reconfig");
+            let reason = format!(
+                "{} did not catch up with the log in time and stays a learner; make sure it is \
+                 running and reachable, then repeat the request",
+                r.id
+            );
+            self.reply(
+                out,
+                r.req,
+                Err(ClientError::Reconfig {
+                    reason,
+                    retryable: true,
+                }),
+            );
+        }
     }
 
     fn on_read(&mut self, req: RequestId, out: &mut Vec<Output>) {
@@ -1379,17 +2006,21 @@ impl Engine {
     /// Answer reads whose heartbeat round a quorum acknowledged in our epoch: nobody else
     /// could have been committing when they did.
     fn answer_reads(&mut self, out: &mut Vec<Output>) {
-        let quorum = self.quorum;
-        let Role::Leading(l) = &mut self.role else {
+        let Role::Leading(l) = &self.role else {
             return;
         };
         if l.reads.is_empty() {
             return;
         }
-        let mut acks: Vec<u64> = l.followers.values().map(|f| f.hb_acked).collect();
-        acks.push(u64::MAX);
-        acks.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acks[quorum - 1];
+        let Some(confirmed) = self.quorum_value(
+            l.followers.iter().map(|(m, f)| (m.clone(), f.hb_acked)),
+            u64::MAX,
+        ) else {
+            return;
+        };
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
         l.reads.retain(|r| {
             if r.seq <= confirmed {
                 out.push(Output::Reply {

@@ -70,6 +70,18 @@ pub enum Message {
         seq: u64,
         last_zxid: Zxid,
     },
+    /// From a leader: "the committed configuration `config` (the zxid of its entry) does not
+    /// include you". The receiver stops taking part (no hellos, no candidacy) until a leader
+    /// syncs it again.
+    NotMember {
+        epoch: u64,
+        config: Zxid,
+    },
+    /// From a leader that was removed from the configuration and leaves: its followers start
+    /// an election at once instead of waiting for the election timeout.
+    StepDown {
+        epoch: u64,
+    },
 }
 
 impl Message {
@@ -87,6 +99,8 @@ impl Message {
             Message::Commit { .. } => "commit",
             Message::Heartbeat { .. } => "heartbeat",
             Message::HeartbeatAck { .. } => "heartbeat_ack",
+            Message::NotMember { .. } => "not_member",
+            Message::StepDown { .. } => "step_down",
         }
     }
 }

@@ -13,4 +13,4 @@ pub use engine::{
     StorageOp, Timing,
 };
 pub use message::{EpochSummary, Message};
-pub use types::{Credentials, Entry, NodeId, Op, RoundResult, Zxid};
+pub use types::{Credentials, Entry, Member, Membership, NodeId, Op, RoundResult, Zxid};

@@ -185,7 +185,7 @@ pub fn game_rules(entries: &[Entry]) -> Vec<String> {
                     ));
                 }
             }
-            LogOp::NewLeader { .. } => {}
+            LogOp::NewLeader { .. } | LogOp::Config(_) => {}
         }
         game.apply(e);
     }

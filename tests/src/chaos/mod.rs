@@ -112,6 +112,8 @@ fn error_kind(k: ErrorKind) -> &'static str {
         ErrorKind::NoLeader => "no_leader",
         ErrorKind::Unavailable => "unavailable",
         ErrorKind::OutcomeUnknown => "outcome_unknown",
+        ErrorKind::ReconfigRefused => "reconfig_refused",
+        ErrorKind::ReconfigBusy => "reconfig_busy",
         ErrorKind::Internal => "internal",
     }
 }
