@@ -168,6 +168,11 @@ impl Client {
         })
     }
 
+    /// The whole budget of one request from now on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Runs `call` against the endpoints in turn until one gives a final answer.
     pub(crate) async fn with_failover<T, F, Fut>(
         &mut self,

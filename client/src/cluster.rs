@@ -61,6 +61,10 @@ pub struct LocalCluster {
     children: BTreeMap<String, Child>,
     /// Per node: a command the node binary is started under (e.g. `ip netns exec <ns>`).
     launchers: BTreeMap<String, Vec<String>>,
+    /// Nodes outside the configuration file, started with `--join`: id → address.
+    joiners: BTreeMap<String, String>,
+    /// For each joiner, the member it asks to add it.
+    join_via: BTreeMap<String, String>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -97,20 +101,50 @@ impl LocalCluster {
             node_bin: find_binary("guessgame-node")?,
             children: BTreeMap::new(),
             launchers: BTreeMap::new(),
+            joiners: BTreeMap::new(),
+            join_via: BTreeMap::new(),
             _tempdir: tempdir,
         })
     }
 
+    /// Every node this cluster knows: the configured ones, then those started with `--join`.
     pub fn ids(&self) -> Vec<String> {
-        self.config.ids()
+        let mut ids = self.config.ids();
+        ids.extend(
+            self.joiners
+                .keys()
+                .filter(|j| !ids.contains(j))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        ids
     }
 
     pub fn endpoints(&self) -> Vec<(String, String)> {
-        self.config
-            .nodes
-            .iter()
-            .map(|n| (n.id.clone(), n.address.clone()))
+        self.ids()
+            .into_iter()
+            .map(|id| {
+                let address = self.address(&id);
+                (id, address)
+            })
             .collect()
+    }
+
+    /// Starts `id` as a new node that asks `via` (a member) to add it: `guessgame-node
+    /// --join`. A configured node may join too (e.g. one that was removed, with its old log).
+    /// Returns its address.
+    pub fn start_joining(&mut self, id: &str, via: &str) -> anyhow::Result<String> {
+        let address = match self.config.address_of(id) {
+            Some(a) => a.to_string(),
+            None => match self.joiners.get(id) {
+                Some(a) => a.clone(),
+                None => format!("127.0.0.1:{}", free_ports(1)?[0]),
+            },
+        };
+        self.joiners.insert(id.to_string(), address.clone());
+        self.join_via.insert(id.to_string(), self.address(via));
+        self.start(id)?;
+        Ok(address)
     }
 
     /// A client that talks to node `id` only (its local reads are that node's view).
@@ -123,7 +157,10 @@ impl LocalCluster {
     }
 
     pub fn address(&self, id: &str) -> String {
-        self.config.address_of(id).expect("known node").to_string()
+        match self.joiners.get(id) {
+            Some(a) => a.clone(),
+            None => self.config.address_of(id).expect("known node").to_string(),
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -162,6 +199,14 @@ impl LocalCluster {
             }
             None => Command::new(&self.node_bin),
         };
+        if let Some(via) = self.join_via.get(id) {
+            cmd.arg("--listen")
+                .arg(self.address(id))
+                .arg("--join")
+                .arg(via)
+                .arg("--data-dir")
+                .arg(self.data_dir());
+        }
         let child = cmd
             .arg("--node-id")
             .arg(id)
@@ -244,6 +289,13 @@ impl LocalCluster {
     }
     pub fn resume(&self, id: &str) -> anyhow::Result<()> {
         self.signal(id, "CONT")
+    }
+
+    /// Whether the node process has exited by itself (e.g. after being removed), and how.
+    pub fn exit_status(&mut self, id: &str) -> Option<std::process::ExitStatus> {
+        self.children
+            .get_mut(id)
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn kill_all(&mut self) {

@@ -4,7 +4,8 @@
 //! Subcommand form:   `guessgame write 50 --node node1`.
 //!
 //! Exit status: 0 ok; 1 refused or failed (nothing written); 2 bad usage; 3 no leader / no
-//! node reachable (nothing written, retry); 4 outcome unknown (the write may have happened).
+//! node reachable, or a membership change that cannot be made yet (nothing written, retry); 4
+//! outcome unknown (the write may have happened).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use guessgame_client::{
     demo, resolve_endpoints, status::ensemble_status, Client, ClientError, Config, ErrorKind,
-    GameState,
+    GameState, Reconfig,
 };
 
 #[derive(Parser)]
@@ -83,12 +84,28 @@ enum Cmd {
     },
     /// Show every node's role, epoch and zxids, and the leader.
     Status,
+    /// Show the ensemble's configuration: members, voter or learner, config version, and each
+    /// member's role and zxids.
+    Members,
+    /// Change the membership, one member at a time, through the leader.
+    #[command(subcommand)]
+    Reconfig(ReconfigCmd),
     /// Start a local five-node ensemble, play, crash the leader, watch it recover.
     Demo {
         /// Keep the demo's files (config, SQLite logs, node logs) in this directory.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum ReconfigCmd {
+    /// Add node ID reached at ADDRESS (host:port): it joins as a learner, catches up with the
+    /// log, then becomes a voter. Start the node first (`guessgame-node --node-id ID --listen
+    /// ADDRESS --join <member>` does both).
+    Add { id: String, address: String },
+    /// Remove node ID (a voter or a learner). A removed local node stops by itself.
+    Remove { id: String },
 }
 
 fn parse_value(text: Option<&str>) -> Result<u32, ClientError> {
@@ -112,7 +129,7 @@ fn parse_value(text: Option<&str>) -> Result<u32, ClientError> {
 
 fn exit_code(kind: ErrorKind) -> i32 {
     match kind {
-        ErrorKind::NoLeader | ErrorKind::Unavailable => 3,
+        ErrorKind::NoLeader | ErrorKind::Unavailable | ErrorKind::ReconfigBusy => 3,
         ErrorKind::OutcomeUnknown => 4,
         _ => 1,
     }
@@ -163,7 +180,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         (None, Some(LabCommand::Guess)) => Cmd::Guess { value: cli.value.clone().unwrap_or_default() },
         (None, Some(LabCommand::Read)) => Cmd::Read { linearizable: false },
         (None, Some(LabCommand::Status)) => Cmd::Status,
-        (None, None) => return Err(invalid("nothing to do: give a command (write, guess, read, status, demo) or --command; see --help".into())),
+        (None, None) => return Err(invalid("nothing to do: give a command (write, guess, read, status, members, reconfig, demo) or --command; see --help".into())),
         (Some(_), Some(_)) => return Err(invalid("use either --command or a subcommand, not both".into())),
     };
     let opts = cli.opts;
@@ -174,8 +191,13 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     }
     let config = Config::load(opts.config.as_deref()).map_err(|e| invalid(e.to_string()))?;
     let endpoints = resolve_endpoints(&config, &opts.node)?;
-    let timeout =
+    let mut timeout =
         Duration::from_millis(opts.timeout_ms.unwrap_or(config.request_timeout_ms + 1000));
+    if matches!(cmd, Cmd::Reconfig(_)) && opts.timeout_ms.is_none() {
+        // Adding a voter waits for it to catch up (the leader gives up after ten election
+        // timeouts), and another change may be in flight first.
+        timeout += Duration::from_millis(25 * config.election_timeout_ms);
+    }
     let client_id = opts
         .client_id
         .clone()
@@ -231,8 +253,85 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{}", describe_state(&s));
             }
         }
+        Cmd::Members => {
+            let report = client.members_report().await?;
+            if json {
+                print_json(&report);
+            } else {
+                let c = &report.configuration;
+                println!(
+                    "configuration {} (committed {}): {} voters, quorum {}; leader {}",
+                    c.config,
+                    c.committed_config,
+                    report.voters,
+                    report.quorum,
+                    c.leader.as_deref().unwrap_or("(none)")
+                );
+                println!(
+                    "{:<10} {:<8} {:<10} {:<8} {:>6} {:>12} {:>15}  address",
+                    "member", "kind", "role", "config", "epoch", "last_zxid", "last_committed"
+                );
+                for m in &c.members {
+                    let st = report.nodes.iter().find(|n| n.id == m.id);
+                    let (role, membership, epoch, last, committed) = match st {
+                        Some(n) => (
+                            n.role.as_str(),
+                            n.membership.as_str(),
+                            n.epoch.to_string(),
+                            n.last_zxid.as_str(),
+                            n.last_committed.as_str(),
+                        ),
+                        None => ("?", "?", "-".into(), "-", "-"),
+                    };
+                    println!(
+                        "{:<10} {:<8} {:<10} {:<8} {:>6} {:>12} {:>15}  {}",
+                        m.id, m.kind, role, membership, epoch, last, committed, m.address
+                    );
+                }
+                if c.config != c.committed_config {
+                    println!("(a membership change is in flight)");
+                }
+            }
+        }
+        Cmd::Reconfig(change) => {
+            let change = match change {
+                ReconfigCmd::Add { id, address } => Reconfig::Add { id, address },
+                ReconfigCmd::Remove { id } => Reconfig::Remove { id },
+            };
+            let c = client.reconfig(change.clone()).await?;
+            if json {
+                print_json(&c);
+            } else {
+                let list = |kind: &str| {
+                    c.members
+                        .iter()
+                        .filter(|m| m.kind == kind)
+                        .map(|m| m.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let what = match &change {
+                    Reconfig::Add { id, .. } => format!("{id} added as a voter"),
+                    Reconfig::Remove { id } => format!("{id} removed"),
+                };
+                let learners = list("learner");
+                println!(
+                    "{what}: configuration {} committed, voters [{}]{} (leader {})",
+                    c.config,
+                    list("voter"),
+                    if learners.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", learners [{learners}]")
+                    },
+                    c.leader.as_deref().unwrap_or("?")
+                );
+            }
+        }
         Cmd::Status => {
-            let members: Vec<(String, String)> = if opts.node.is_empty() {
+            // The members the ensemble itself reports (the file may predate changes), plus
+            // any node named on the command line.
+            let mut members: Vec<(String, String)> = if opts.node.is_empty() {
                 config
                     .nodes
                     .iter()
@@ -241,19 +340,34 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             } else {
                 endpoints
             };
+            let mut probe = client.clone();
+            probe.set_timeout(timeout.min(Duration::from_secs(2)));
+            if let Ok(live) = probe.configuration().await {
+                for (id, address) in live.endpoints() {
+                    if !members.iter().any(|(m, _)| *m == id) {
+                        members.push((id, address));
+                    }
+                }
+            }
             let st = ensemble_status(&members, timeout.min(Duration::from_secs(2))).await;
             if json {
                 print_json(&st);
             } else {
                 println!("leader: {}", st.leader.as_deref().unwrap_or("(none)"));
                 println!(
-                    "{:<10} {:<12} {:>6} {:>12} {:>15}  address",
-                    "node", "role", "epoch", "last_zxid", "last_committed"
+                    "{:<10} {:<12} {:<8} {:>6} {:>12} {:>15}  address",
+                    "node", "role", "member", "epoch", "last_zxid", "last_committed"
                 );
                 for n in &st.nodes {
                     println!(
-                        "{:<10} {:<12} {:>6} {:>12} {:>15}  {}",
-                        n.id, n.role, n.epoch, n.last_zxid, n.last_committed, n.address
+                        "{:<10} {:<12} {:<8} {:>6} {:>12} {:>15}  {}",
+                        n.id,
+                        n.role,
+                        n.membership,
+                        n.epoch,
+                        n.last_zxid,
+                        n.last_committed,
+                        n.address
                     );
                 }
             }

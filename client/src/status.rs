@@ -19,6 +19,10 @@ pub struct NodeStatus {
     pub last_committed: String,
     /// The leader this node follows (or is), if any.
     pub leader: Option<String>,
+    /// `voter`, `learner` or `none` in the configuration this node uses, and how many
+    /// voters that configuration has.
+    pub membership: String,
+    pub voters: u32,
     pub address: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -41,6 +45,8 @@ pub async fn node_status(id: &str, address: &str, timeout: Duration) -> NodeStat
         last_zxid: "0:0".into(),
         last_committed: "0:0".into(),
         leader: None,
+        membership: "unknown".into(),
+        voters: 0,
         address: address.to_string(),
         error: Some(e),
     };
@@ -63,6 +69,12 @@ pub async fn node_status(id: &str, address: &str, timeout: Duration) -> NodeStat
                 last_zxid: zxid_text(r.last_zxid),
                 last_committed: zxid_text(r.last_committed),
                 leader: (!r.leader.is_empty()).then_some(r.leader),
+                membership: if r.removed {
+                    "removed".to_string()
+                } else {
+                    r.membership
+                },
+                voters: r.members,
                 address: address.to_string(),
                 error: None,
             }
@@ -77,17 +89,24 @@ pub async fn ensemble_status(members: &[(String, String)], timeout: Duration) ->
         .iter()
         .map(|(id, addr)| node_status(id, addr, timeout));
     let nodes: Vec<NodeStatus> = futures::future::join_all(futures).await;
-    // The leader is the node that says it leads and that a majority of members follow.
+    // The leader is the node that says it leads and that a majority of its configuration's
+    // voters follow (members added or removed since the list was made are still counted
+    // right: the leader says how many voters it has).
     let leader = nodes
         .iter()
         .filter(|n| n.role == "leader")
-        .map(|n| n.id.clone())
         .find(|l| {
             let backing = nodes
                 .iter()
-                .filter(|n| n.leader.as_deref() == Some(l))
+                .filter(|n| n.leader.as_deref() == Some(&l.id) && n.membership == "voter")
                 .count();
-            2 * backing > members.len()
-        });
+            let voters = if l.voters > 0 {
+                l.voters as usize
+            } else {
+                members.len()
+            };
+            2 * backing > voters
+        })
+        .map(|n| n.id.clone());
     EnsembleStatus { leader, nodes }
 }

@@ -137,7 +137,10 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name(format!("engine-{}", engine.id()))
         .spawn(move || {
-            Driver {
+            let id = engine.id().clone();
+            // Fail-stop: a node whose engine died must not keep serving (it would answer
+            // nothing and hold its port); exiting lets a supervisor restart it from its log.
+            let driver = Driver {
                 engine,
                 store,
                 transport,
@@ -147,8 +150,12 @@ pub fn spawn(
                 started: Instant::now(),
                 known: HashMap::new(),
                 config_seen: None,
+            };
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run(rx)));
+            if run.is_err() {
+                eprintln!("guessgame-node {id}: the engine thread panicked; exiting");
+                std::process::exit(70);
             }
-            .run(rx)
         })
         .expect("spawn engine thread");
     (tx, view, handle)

@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -167,16 +169,19 @@ pub async fn run_with(
         })
     };
 
-    // Local nodes stop once removed; the process exits cleanly.
+    // Local nodes stop once removed; the process exits cleanly. A joining node is "not a
+    // member" until it is added: it only stops on a removal after it joined.
+    let armed = Arc::new(AtomicBool::new(options.join.is_none()));
     let (removed_tx, mut removed_rx) = tokio::sync::watch::channel(false);
     let removal = {
         let view = view.clone();
         let node_id = node_id.clone();
+        let armed = armed.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let v = view.read().expect("view lock").clone();
-                if v.removed && options.exit_when_removed {
+                if v.removed && options.exit_when_removed && armed.load(Ordering::SeqCst) {
                     tracing::warn!(node = %node_id, config = %v.committed_membership, "removed from the ensemble; stopping");
                     let _ = removed_tx.send(true);
                     break;
@@ -196,6 +201,7 @@ pub async fn run_with(
             node_id.clone(),
             advertise.clone(),
             config.request_timeout(),
+            armed,
         ));
     }
 
@@ -220,7 +226,13 @@ pub async fn run_with(
 
 /// Asks the member at `target` to add this node, until the ensemble answers: a learner
 /// first, promoted to voter once it holds every committed entry.
-async fn join(target: String, node_id: String, advertise: String, timeout: Duration) {
+async fn join(
+    target: String,
+    node_id: String,
+    advertise: String,
+    timeout: Duration,
+    joined: Arc<AtomicBool>,
+) {
     use crate::proto::{game_client::GameClient, reconfig_request::Change, ErrorKind};
     let mut attempt = 0u32;
     loop {
@@ -246,6 +258,7 @@ async fn join(target: String, node_id: String, advertise: String, timeout: Durat
             Ok(r) => match r.error {
                 None => {
                     tracing::info!(node = %node_id, via = %target, config = ?r.config, "joined the ensemble as a voter");
+                    joined.store(true, Ordering::SeqCst);
                     return;
                 }
                 Some(e)

@@ -80,6 +80,8 @@ impl GrpcTransport {
     }
 
     fn connect(&mut self, id: &NodeId, address: &str) -> anyhow::Result<()> {
+        // Called from the engine thread too: the lazy channel needs the runtime's context.
+        let _context = self.runtime.enter();
         let (tx, rx) = mpsc::channel(QUEUE);
         let client = PeerClient::new(channel(address, Duration::from_secs(2))?);
         self.runtime.spawn(sender(

@@ -231,6 +231,8 @@ struct LeaderState {
     /// after it, so a follower answering that heartbeat should already hold it.
     appended_at_seq: u64,
     reconfig: Option<PendingReconfig>,
+    /// (configuration in use, committed configuration) the follower set was built for.
+    followers_for: (Zxid, Zxid),
 }
 
 impl LeaderState {
@@ -292,6 +294,9 @@ pub struct Engine {
     max_seen_epoch: u64,
     /// Looking: a leader we asked to follow, and when.
     joining: Option<(NodeId, u64)>,
+    /// A leader that left the ensemble (`StepDown`) in an epoch: its messages still in
+    /// flight must not make us follow it again.
+    departed: Option<(NodeId, u64)>,
 }
 
 impl Engine {
@@ -370,6 +375,7 @@ impl Engine {
             last_hello: 0,
             max_seen_epoch: state.accepted_epoch,
             joining: None,
+            departed: None,
         };
         engine.candidacy_at = engine.candidacy_delay();
         engine
@@ -638,10 +644,6 @@ impl Engine {
         });
     }
 
-    fn broadcast(&self, out: &mut Vec<Output>, msg: Message) {
-        self.send_all(out, self.others(), msg);
-    }
-
     fn send_all(&self, out: &mut Vec<Output>, to: Vec<NodeId>, msg: Message) {
         for m in to {
             out.push(Output::Send {
@@ -672,11 +674,7 @@ impl Engine {
                 }
                 if now.saturating_sub(self.last_hello) >= hb {
                     self.last_hello = now;
-                    let msg = Message::Hello {
-                        accepted_epoch: self.accepted_epoch,
-                        creds: self.creds(),
-                    };
-                    self.broadcast(out, msg);
+                    self.send_hellos(out);
                 }
                 self.heard
                     .retain(|_, (_, _, at)| now.saturating_sub(*at) <= et);
@@ -803,11 +801,19 @@ impl Engine {
         if self.removed {
             return;
         }
+        self.send_hellos(out);
+    }
+
+    /// Looking: announce ourselves to everyone in any configuration we know (the one in
+    /// use, the committed one, the bootstrap). Members may disagree on the configuration in
+    /// use while a change is in flight; each must still hear the voters of its own.
+    fn send_hellos(&self, out: &mut Vec<Output>) {
         let msg = Message::Hello {
             accepted_epoch: self.accepted_epoch,
             creds: self.creds(),
         };
-        self.broadcast(out, msg);
+        let to = self.known_members().into_iter().map(|m| m.id).collect();
+        self.send_all(out, to, msg);
     }
 
     /// Bully rule: stand when a quorum is looking and we rank highest among them. A node
@@ -818,9 +824,14 @@ impl Engine {
         if self.now < self.candidacy_at || self.joining.is_some() {
             return;
         }
-        // Only a voter of the configuration in use stands (a learner, a node waiting to be
-        // added or a removed one never starts an election).
-        if self.removed || !self.is_voter() {
+        // Only a voter stands: of the configuration in use, or — while a configuration that
+        // leaves us out is not committed yet — of the committed one (as in Raft: such a node
+        // may hold the only copy of that entry, and the others need it to lead until it
+        // commits; it counts votes in the new configuration, without itself). A learner, a
+        // node waiting to be added or one whose removal committed never starts an election.
+        let leaving = self.config_zxid() > self.committed()
+            && self.committed_membership().1.is_voter(&self.id);
+        if self.removed || !(self.is_voter() || leaving) {
             return;
         }
         if self.voters_among(self.heard.keys(), true) < self.quorum() {
@@ -933,6 +944,7 @@ impl Engine {
             last_hb: self.now,
             appended_at_seq: 0,
             reconfig: None,
+            followers_for: (self.config_zxid(), self.committed_membership().0),
         }));
         self.leader = Some(self.id.clone());
         self.synced = true;
@@ -963,11 +975,17 @@ impl Engine {
     /// Leader: makes the follower set match [`Self::replication_targets`]; a member no
     /// longer in any configuration is told it is out.
     fn refresh_followers(&mut self, out: &mut Vec<Output>) {
-        let targets = self.replication_targets();
         let (config_zxid, _) = self.committed_membership();
+        let now_for = (self.config_zxid(), config_zxid);
+        match &self.role {
+            Role::Leading(l) if l.followers_for != now_for => {}
+            _ => return,
+        }
+        let targets = self.replication_targets();
         let Role::Leading(l) = &mut self.role else {
             return;
         };
+        l.followers_for = now_for;
         let epoch = l.epoch;
         let gone: Vec<NodeId> = l
             .followers
@@ -1125,6 +1143,7 @@ impl Engine {
                     && epoch == self.accepted_epoch;
                 if following_it {
                     tracing::info!(node = %self.id, leader = %from, "leader left the ensemble; looking");
+                    self.departed = Some((from, epoch));
                     self.become_looking(out);
                 }
             }
@@ -1185,10 +1204,14 @@ impl Engine {
         }
         // Only voters of our configuration are gathered (and answered): a removed node or one
         // from an earlier membership is not counted towards anyone's candidacy.
-        if matches!(self.role, Role::Looking) && self.config.is_voter(&from) {
+        if matches!(self.role, Role::Looking) {
             let first = !self.heard.contains_key(&from);
-            self.heard
-                .insert(from.clone(), (creds, accepted_epoch, self.now));
+            if self.config.is_voter(&from) {
+                self.heard
+                    .insert(from.clone(), (creds, accepted_epoch, self.now));
+            }
+            // Answered even when `from` is in no configuration we know: our configuration
+            // may be the stale one, and `from` a voter of a newer one that needs to hear us.
             if first && !self.removed {
                 // Answer a newcomer at once so both sides learn each other within one trip.
                 let msg = Message::Hello {
@@ -1249,11 +1272,13 @@ impl Engine {
             self.send(out, &from, msg);
             return;
         }
-        // A candidate outside our configuration is refused unless its log is newer than our
-        // configuration (then it may hold an entry that made it a voter; Raft likewise votes
-        // for servers it does not know). A removed node, whose log stops before its
-        // removal, thus never collects votes.
-        let stale_non_voter = !self.config.is_voter(&from) && creds.last_zxid <= self.config_zxid();
+        // A candidate outside our configuration whose log stops before our configuration
+        // entry is refused: it cannot hold the entry that would make it a voter (the rank
+        // rule below refuses it too; this says why). A candidate outside it with a log at
+        // least as long is accepted, as Raft votes for servers it does not know: it may be
+        // a voter added by an entry we lack, or a leader being removed that must finish
+        // committing its removal (it then steps down).
+        let stale_non_voter = !self.config.is_voter(&from) && creds.last_zxid < self.config_zxid();
         if epoch <= self.accepted_epoch
             || creds < self.creds()
             || creds.node_id != from
@@ -1338,6 +1363,9 @@ impl Engine {
     /// Common checks for messages only a leader sends. Returns true when `from` is the
     /// leader of our accepted epoch and we are (now) following it.
     fn check_leader_message(&mut self, from: &NodeId, epoch: u64, out: &mut Vec<Output>) -> bool {
+        if self.departed.as_ref() == Some(&(from.clone(), epoch)) {
+            return false;
+        }
         if epoch < self.accepted_epoch {
             let msg = Message::EpochRejected {
                 epoch,
@@ -1376,7 +1404,7 @@ impl Engine {
         commit: Zxid,
         out: &mut Vec<Output>,
     ) {
-        if epoch < self.accepted_epoch {
+        if epoch < self.accepted_epoch || self.departed.as_ref() == Some(&(from.clone(), epoch)) {
             return;
         }
         if matches!(self.role, Role::Leading(_)) {
@@ -1531,7 +1559,12 @@ impl Engine {
         if let Some(p) = l.followers.get_mut(&from) {
             p.hb_acked = p.hb_acked.max(seq);
             p.last_heard = now;
-            if p.in_sync {
+            if !p.in_sync {
+                // It answers our heartbeat, so a `Sync` of ours reached it in this epoch: its
+                // log is a prefix of ours. We forgot that (it was removed and added back, or
+                // we re-created its progress): send what it lacks, which puts it in sync.
+                behind = true;
+            } else {
                 // Only a follower synced in this epoch answers our heartbeats: its log is a
                 // durable prefix of ours, so `last_zxid` acknowledges like an `Ack`. Without
                 // this, entries whose `Ack`s were all lost never commit in a quiet ensemble
@@ -1561,9 +1594,12 @@ impl Engine {
         };
         let entries = self.log[from..].to_vec();
         let commit = self.committed();
-        let Role::Leading(l) = &self.role else {
+        let Role::Leading(l) = &mut self.role else {
             return;
         };
+        if let Some(p) = l.followers.get_mut(follower) {
+            p.in_sync = true;
+        }
         let msg = Message::Sync {
             epoch: l.epoch,
             truncate_to: its_last,
