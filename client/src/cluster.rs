@@ -314,10 +314,11 @@ impl LocalCluster {
         loop {
             let st = self.status().await;
             if let Some(l) = &st.leader {
+                // Running processes only (a removed node exits by itself).
                 let running: Vec<String> = self
                     .ids()
                     .into_iter()
-                    .filter(|id| self.children.contains_key(id))
+                    .filter(|id| self.is_running(id))
                     .collect();
                 let agree = st
                     .nodes
