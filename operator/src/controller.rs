@@ -1,5 +1,6 @@
-//! The GuessGame controller: reconcile = apply the owned objects, look at the members, maybe
-//! restart one, write the status.
+//! The GuessGame controller: reconcile = apply the owned objects, look at the members and the
+//! ensemble's committed configuration, take the next scaling step or restart a failed member,
+//! write the status.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use guessgame_client::status::{ensemble_status, NodeStatus};
+use guessgame_client::{ClientError, Configuration, Reconfig};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
@@ -31,10 +33,12 @@ use serde::Serialize;
 use tokio::sync::RwLock;
 use tracing::{debug, info, warn};
 
-use crate::crd::{condition, GuessGame, GuessGameStatus, API_VERSION, KIND};
+use crate::crd::{
+    condition, GuessGame, GuessGameStatus, MemberStatus, ScalingStatus, API_VERSION, KIND,
+};
 use crate::policy::{
-    condition_values, decide_restart, is_true, scale_refusal, to_conditions, MemberView,
-    Observation, Restart,
+    condition_values, decide_restart, decide_scale, is_true, replicas_refusal, scaling_status,
+    to_conditions, ConfigMember, MemberView, Observation, Restart, ScaleInput, ScaleStep,
 };
 use crate::resources::{self, MemberAddress, FIELD_MANAGER, INSTANCE_LABEL};
 use crate::{Error, Metrics, Result};
@@ -81,11 +85,24 @@ pub struct Probe {
     pub target: Option<u32>,
 }
 
-/// Asks members for their status (`(node id, host:port)` pairs). A trait so tests can stand
-/// in for real nodes.
+/// Talks to the members (`(node id, host:port)` pairs): their status, the ensemble's
+/// configuration, membership changes. A trait so tests can stand in for real nodes.
 pub trait Prober: Send + Sync + 'static {
     fn probe(&self, members: Vec<(String, String)>, timeout: Duration)
         -> BoxFuture<'static, Probe>;
+    /// The configuration as the leader knows it (`Err`: no leader answered).
+    fn configuration(
+        &self,
+        members: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Configuration, String>>;
+    /// One membership change, through the leader; answers once it has committed.
+    fn reconfig(
+        &self,
+        members: Vec<(String, String)>,
+        change: Reconfig,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Configuration, ClientError>>;
 }
 
 /// The real thing: gRPC, with the client library.
@@ -121,6 +138,38 @@ impl Prober for GrpcProber {
                 }
             }
             probe
+        }
+        .boxed()
+    }
+
+    fn configuration(
+        &self,
+        members: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Configuration, String>> {
+        async move {
+            let mut client =
+                guessgame_client::Client::new(&members, timeout).map_err(|e| e.message)?;
+            let c = client.configuration().await.map_err(|e| e.message)?;
+            match &c.leader {
+                Some(l) if *l == c.node => Ok(c),
+                Some(l) => Err(format!("{} follows {l}, which did not answer", c.node)),
+                None => Err(format!("{} knows no leader", c.node)),
+            }
+        }
+        .boxed()
+    }
+
+    fn reconfig(
+        &self,
+        members: Vec<(String, String)>,
+        change: Reconfig,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Configuration, ClientError>> {
+        async move {
+            guessgame_client::Client::new(&members, timeout)?
+                .reconfig(change)
+                .await
         }
         .boxed()
     }
@@ -273,12 +322,27 @@ where
         .await?)
 }
 
-/// The ensemble's size: fixed once recorded (status), else what runs (the StatefulSet), else
-/// the spec (creation).
-pub fn ensemble_size(recorded: Option<i32>, statefulset: Option<&StatefulSet>, spec: i32) -> i32 {
+/// The size the ensemble was created with (`GUESSGAME_REPLICAS`, only the bootstrap
+/// configuration): as recorded in the status, else in the ConfigMap, else (a status written
+/// by an operator that did not scale) the recorded size, else the StatefulSet's replicas,
+/// else the spec (creation).
+pub fn bootstrap_size(
+    recorded: Option<i32>,
+    config_map: Option<&ConfigMap>,
+    old_recorded: i32,
+    statefulset: Option<&StatefulSet>,
+    spec: i32,
+) -> i32 {
+    let valid = |r: &i32| (1..=9).contains(r) && r % 2 == 1;
     recorded
-        .filter(|r| *r > 0)
-        .or_else(|| statefulset.and_then(|s| s.spec.replicas).filter(|r| *r > 0))
+        .filter(valid)
+        .or_else(|| {
+            config_map
+                .and_then(|c| c.data.as_ref()?.get("GUESSGAME_REPLICAS")?.parse().ok())
+                .filter(valid)
+        })
+        .or(Some(old_recorded).filter(valid))
+        .or_else(|| statefulset.and_then(|s| s.spec.replicas).filter(valid))
         .unwrap_or(spec)
 }
 
@@ -326,29 +390,40 @@ async fn reconcile_inner(
         .unwrap_or_default();
 
     let requested = gg.spec.replicas;
-    if !(1..=9).contains(&requested) || requested % 2 == 0 {
-        return Err(Error::Invalid(format!(
-            "spec.replicas = {requested}: an ensemble has an odd number of members, 1 to 9"
-        )));
-    }
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let existing = statefulsets
         .get_opt(&resources::statefulset_name(gg))
         .await?;
-    let recorded = Some(previous.replicas);
-    let replicas = ensemble_size(recorded, existing.as_ref(), requested);
+    let existing_cm = match previous.bootstrap_replicas {
+        Some(_) => None,
+        None => {
+            Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get_opt(&resources::config_map_name(gg))
+                .await?
+        }
+    };
+    let bootstrap = bootstrap_size(
+        previous.bootstrap_replicas,
+        existing_cm.as_ref(),
+        previous.replicas,
+        existing.as_ref(),
+        requested,
+    );
+    if existing.is_none() {
+        if let Some(refused) = replicas_refusal(bootstrap, bootstrap) {
+            return Err(Error::Invalid(refused));
+        }
+    }
+    // The pods: as many as the StatefulSet has (the scaling steps change that).
+    let mut sts_replicas = existing
+        .as_ref()
+        .and_then(|s| s.spec.replicas)
+        .unwrap_or(bootstrap);
 
     // The owned objects, every time (server-side apply: a no-op when nothing changed).
-    apply(client, ns, &resources::config_map(gg, replicas)).await?;
+    apply(client, ns, &resources::config_map(gg, bootstrap)).await?;
     apply(client, ns, &resources::headless_service(gg)).await?;
     apply(client, ns, &resources::client_service(gg)).await?;
-    apply(
-        client,
-        ns,
-        &resources::statefulset(gg, replicas, existing.as_ref()),
-    )
-    .await?;
-    apply(client, ns, &resources::pod_disruption_budget(gg, replicas)).await?;
 
     // The members: their pods, and what they answer.
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -356,7 +431,7 @@ async fn reconcile_inner(
         .list(&ListParams::default().labels(&resources::pod_selector(gg)))
         .await?
         .items;
-    let count = replicas as usize;
+    let count = sts_replicas as usize;
     let pod_of = |ordinal: usize| {
         let name = resources::pod_name(gg, ordinal);
         pod_list
@@ -374,7 +449,10 @@ async fn reconcile_inner(
             )
         })
         .collect();
-    let probe = ctx.prober.probe(targets, settings.probe_timeout).await;
+    let probe = ctx
+        .prober
+        .probe(targets.clone(), settings.probe_timeout)
+        .await;
     let mut views: Vec<MemberView> = (0..count)
         .map(|i| {
             let pod = resources::pod_name(gg, i);
@@ -382,18 +460,210 @@ async fn reconcile_inner(
             MemberView::observe(i, pod, pod_of(i), probe.nodes.get(i), before, now)
         })
         .collect();
+    // The leader first: it answers for the configuration and makes the changes.
+    let mut to_leader = targets.clone();
+    if let Some(l) = &probe.leader {
+        to_leader.sort_by_key(|(id, _)| id != l);
+    }
 
-    // Restart a failed member, if that is safe.
+    // The committed configuration, as the leader knows it: what the scaling steps follow.
+    let sts_name = resources::statefulset_name(gg);
+    let mut committed: Option<Vec<ConfigMember>> = None;
+    let mut waiting_for = None;
+    if existing.is_some() && probe.leader.is_some() {
+        match ctx
+            .prober
+            .configuration(to_leader.clone(), settings.probe_timeout * 2)
+            .await
+        {
+            Ok(c) => committed = Some(config_members(&c, &sts_name)),
+            Err(e) => {
+                debug!(guessgame = %gg.name_any(), "no configuration: {e}");
+                waiting_for = Some(format!("the leader's configuration ({e})"));
+            }
+        }
+    }
+    let voters_of = |c: &[ConfigMember]| c.iter().filter(|m| m.voter).count() as i32;
+    let mut voters = match &committed {
+        Some(c) => voters_of(c),
+        None if previous.replicas > 0 => previous.replicas,
+        None => sts_replicas,
+    };
+    let refused = replicas_refusal(requested, voters);
+    let desired = if refused.is_some() { voters } else { requested } as usize;
+
+    // Scaling: at most one step per pass.
+    let answering: Vec<usize> = views
+        .iter()
+        .filter(|v| v.answering())
+        .map(|v| v.ordinal)
+        .collect();
+    let decide = |c: &[ConfigMember], sts: i32| {
+        decide_scale(&ScaleInput {
+            desired,
+            statefulset: sts as usize,
+            committed: c,
+            answering: &answering,
+        })
+    };
+    let pod = |o: usize| resources::pod_name(gg, o);
+    let mut step = committed.as_deref().map(|c| decide(c, sts_replicas));
+    let mut failed: Option<String> = None;
+    let mut changed_membership = false;
+    match step.clone() {
+        Some(ScaleStep::Resize { replicas }) => {
+            sts_replicas = replicas as i32;
+        }
+        Some(ScaleStep::Add { ordinal }) | Some(ScaleStep::Remove { ordinal }) => {
+            let id = pod(ordinal);
+            let (change, verb) = match step {
+                Some(ScaleStep::Add { .. }) => (
+                    Reconfig::Add {
+                        id: id.clone(),
+                        address: settings.member_address.config_address(gg, ordinal),
+                    },
+                    "adding",
+                ),
+                _ => (Reconfig::Remove { id: id.clone() }, "removing"),
+            };
+            info!(guessgame = %gg.name_any(), ?change, "membership change");
+            let timeout = Duration::from_millis(
+                (gg.spec.election_timeout_ms.max(1) as u64).saturating_mul(20),
+            )
+            .max(Duration::from_secs(30));
+            match ctx
+                .prober
+                .reconfig(to_leader.clone(), change.clone(), timeout)
+                .await
+            {
+                Ok(c) => {
+                    let members = config_members(&c, &sts_name);
+                    voters = voters_of(&members);
+                    let (reason, note) = match change {
+                        Reconfig::Add { address, .. } => (
+                            "MemberAdded",
+                            format!(
+                                "{id} ({address}) added to the configuration: a voter \
+                                 ({voters} voters)"
+                            ),
+                        ),
+                        Reconfig::Remove { .. } => (
+                            "MemberRemoved",
+                            format!(
+                                "{id} removed from the configuration ({voters} voters); its pod \
+                                 goes next"
+                            ),
+                        ),
+                    };
+                    info!(guessgame = %gg.name_any(), "{note}");
+                    ctx.publish(gg, EventType::Normal, reason, "Reconfigure", note)
+                        .await;
+                    // What the status shows: the step after this one.
+                    step = Some(decide(&members, sts_replicas));
+                    committed = Some(members);
+                    changed_membership = true;
+                }
+                Err(e) => {
+                    let text = format!("{verb} {id}: {} (trying again)", e.message);
+                    warn!(guessgame = %gg.name_any(), kind = ?e.kind, "{text}");
+                    let busy = e.kind == guessgame_client::ErrorKind::ReconfigBusy;
+                    let reported = previous
+                        .scaling
+                        .as_ref()
+                        .is_some_and(|s| s.message.ends_with(&text));
+                    if !busy && !reported {
+                        ctx.publish(
+                            gg,
+                            EventType::Warning,
+                            "ReconfigFailed",
+                            "Reconfigure",
+                            text.clone(),
+                        )
+                        .await;
+                    }
+                    failed = Some(text);
+                }
+            }
+        }
+        _ => {}
+    }
+
+    apply(
+        client,
+        ns,
+        &resources::statefulset(gg, bootstrap, sts_replicas, existing.as_ref()),
+    )
+    .await?;
+    let before = existing.as_ref().and_then(|s| s.spec.replicas);
+    if before.is_some_and(|b| b != sts_replicas) {
+        let b = before.unwrap_or_default();
+        let note = if sts_replicas > b {
+            format!(
+                "StatefulSet {sts_name}: {b} -> {sts_replicas} replicas (pod {} for the next \
+                 member)",
+                pod(sts_replicas as usize - 1)
+            )
+        } else {
+            format!(
+                "StatefulSet {sts_name}: {b} -> {sts_replicas} replicas (pods not in the \
+                 configuration go)"
+            )
+        };
+        info!(guessgame = %gg.name_any(), "{note}");
+        ctx.publish(gg, EventType::Normal, "StatefulSetResized", "Scale", note)
+            .await;
+        step = committed.as_deref().map(|c| decide(c, sts_replicas));
+    }
+    // At most the voters that may be lost while a quorum of them stays.
+    apply(client, ns, &resources::pod_disruption_budget(gg, voters)).await?;
+
+    let scaling = match (&committed, &step) {
+        (Some(_), Some(step)) => scaling_status(
+            step,
+            previous.scaling.as_ref(),
+            voters as usize,
+            desired,
+            pod,
+        )
+        .map(|mut s| {
+            if let Some(failed) = &failed {
+                s.message = format!("{voters} of {desired} voters; {failed}");
+            }
+            s
+        }),
+        _ if previous.scaling.is_some() || (previous.replicas > 0 && voters != desired as i32) => {
+            Some(ScalingStatus {
+                from: previous.scaling.as_ref().map_or(voters, |s| s.from),
+                to: desired as i32,
+                step: "wait leader".into(),
+                message: format!(
+                    "{voters} of {desired} voters; waiting for {}",
+                    waiting_for
+                        .clone()
+                        .unwrap_or_else(|| "a leader (the committed configuration)".into())
+                ),
+            })
+        }
+        _ => None,
+    };
+
+    // Restart a failed member, if that is safe (not in a pass that changed the membership:
+    // one disruption at a time).
     let mut restarts = previous.restarts;
     let mut last_restart = previous.last_restart_time.clone();
     let mut held = None;
-    match decide_restart(
-        &views,
-        replicas,
-        now,
-        settings.unresponsive_after,
-        last_restart.as_ref().map(|t| t.0),
-    ) {
+    let restart = if changed_membership {
+        Restart::Nothing
+    } else {
+        decide_restart(
+            &views,
+            voters,
+            now,
+            settings.unresponsive_after,
+            last_restart.as_ref().map(|t| t.0),
+        )
+    };
+    match restart {
         Restart::Nothing => {}
         Restart::Hold { pod, reason } => {
             debug!(guessgame = %gg.name_any(), %pod, "restart held: {reason}");
@@ -440,11 +710,12 @@ async fn reconcile_inner(
         .and_then(|l| views.iter().find(|v| &v.pod == l))
         .and_then(|v| v.node.clone());
     let values = condition_values(&Observation {
-        replicas,
-        requested,
+        replicas: voters,
+        refused: refused.clone(),
+        scaling: scaling.as_ref(),
         members: &views,
         leader: leader.as_deref(),
-        rolled_out: rolled_out(existing.as_ref(), replicas),
+        rolled_out: rolled_out(existing.as_ref(), sts_replicas),
         now,
         unresponsive_after: settings.unresponsive_after,
     });
@@ -457,9 +728,20 @@ async fn reconcile_inner(
             c.message = format!("{}; {held}", c.message);
         }
     }
+    let membership = |pod: &str| {
+        let c = committed.as_ref()?;
+        Some(
+            c.iter()
+                .find(|m| m.id == pod)
+                .map_or("none", |m| if m.voter { "voter" } else { "learner" })
+                .to_string(),
+        )
+    };
     let status = GuessGameStatus {
         observed_generation: gg.meta().generation,
-        replicas,
+        replicas: voters,
+        bootstrap_replicas: Some(bootstrap),
+        scaling: scaling.clone(),
         ready_replicas: views.iter().filter(|v| v.serving()).count() as i32,
         leader: leader.clone(),
         epoch: match &leader_node {
@@ -476,7 +758,13 @@ async fn reconcile_inner(
             Some(_) => probe.target.map(i64::from),
             None => previous.target,
         },
-        members: views.iter().map(MemberView::to_status).collect(),
+        members: views
+            .iter()
+            .map(|v| MemberStatus {
+                membership: membership(&v.pod),
+                ..v.to_status()
+            })
+            .collect(),
         restarts,
         last_restart_time: last_restart,
         conditions,
@@ -513,18 +801,46 @@ async fn reconcile_inner(
             (None, None) => {}
         }
     }
-    if let Some(message) = scale_refusal(replicas, requested) {
+    if let Some(message) = &refused {
         let old = previous
             .conditions
             .iter()
             .find(|c| c.type_ == condition::SCALE_REFUSED);
         if !is_true(&previous.conditions, condition::SCALE_REFUSED)
-            || old.is_some_and(|c| c.message != message)
+            || old.is_some_and(|c| &c.message != message)
         {
             warn!(guessgame = %gg.name_any(), "{message}");
-            ctx.publish(gg, EventType::Warning, "ScaleRefused", "Scale", message)
+            ctx.publish(
+                gg,
+                EventType::Warning,
+                "ScaleRefused",
+                "Scale",
+                message.clone(),
+            )
+            .await;
+        }
+    }
+    match (&previous.scaling, &status.scaling) {
+        (old, Some(new)) if old.as_ref().is_none_or(|o| o.to != new.to) => {
+            let note = format!(
+                "scaling from {} to {} voters, one member at a time (first step: {})",
+                new.from, new.to, new.step
+            );
+            info!(guessgame = %gg.name_any(), "{note}");
+            ctx.publish(gg, EventType::Normal, "ScalingStarted", "Scale", note)
                 .await;
         }
+        (Some(old), None) => {
+            let note = format!(
+                "the ensemble has {voters} voters (scaled from {}); the StatefulSet has \
+                 {sts_replicas} pods",
+                old.from
+            );
+            info!(guessgame = %gg.name_any(), "{note}");
+            ctx.publish(gg, EventType::Normal, "ScalingDone", "Scale", note)
+                .await;
+        }
+        _ => {}
     }
 
     // Unchanged statuses are not written again (the status patch would trigger a watch event
@@ -546,14 +862,23 @@ async fn reconcile_inner(
         .await?;
     }
     // While there is no leader (an election, a lost quorum) look again soon, so that the new
-    // leader shows within a second or two of its election.
-    let next = if status.leader.is_none() {
+    // leader shows within a second or two of its election; while scaling, take the next
+    // step soon.
+    let next = if status.leader.is_none() || status.scaling.is_some() {
         settings.requeue.min(Duration::from_secs(1))
     } else {
         settings.requeue
     };
     ctx.remember(key.clone(), |m| m.status = Some(status));
     Ok(Action::requeue(next))
+}
+
+/// The members of a configuration's committed part.
+fn config_members(c: &Configuration, statefulset: &str) -> Vec<ConfigMember> {
+    c.committed_members
+        .iter()
+        .map(|m| ConfigMember::new(&m.id, statefulset, m.kind == "voter"))
+        .collect()
 }
 
 fn pod_of_name<'a>(pods: &'a [Pod], name: &str) -> Option<&'a Pod> {
@@ -721,7 +1046,9 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{guessgame, node, pod, FakeApi, PodState, StaticProber};
+    use crate::fixtures::{
+        guessgame, node, pod, Ensemble, EnsembleProber, FakeApi, PodState, StaticProber,
+    };
     use kube::runtime::events::EventType;
 
     fn healthy_probe(n: usize) -> Probe {
@@ -824,83 +1151,312 @@ mod tests {
         assert_eq!(api.status_writes(), 1);
     }
 
-    #[tokio::test]
-    async fn refused_scale_keeps_the_statefulset_and_sets_the_condition() {
-        let mut gg = guessgame("demo", 3);
-        let existing = resources::statefulset(&gg, 3, None);
-        gg.spec.replicas = 5;
+    /// A GuessGame of `from` members (status written by a previous pass) asking for `to`,
+    /// its StatefulSet at `sts` replicas, pods `0..sts` Ready, and a simulated ensemble.
+    fn scaling_world(
+        from: usize,
+        to: i32,
+        sts: i32,
+        ensemble: Ensemble,
+    ) -> (GuessGame, Arc<Context>, FakeApi, EnsembleProber) {
+        let mut gg = guessgame("demo", from as i32);
+        let existing = resources::statefulset(&gg, from as i32, sts, None);
+        gg.spec.replicas = to;
         gg.metadata.generation = Some(2);
-        let pods = (0..3).map(|i| pod("demo", i, PodState::Ready)).collect();
-        let (ctx, api) = FakeApi::context(
-            gg.clone(),
-            Some(existing),
-            pods,
-            StaticProber(healthy_probe(3)),
-        );
-        reconcile(Arc::new(gg.clone()), ctx.clone()).await.unwrap();
-        let applied = api.applied();
-        let sts = applied.iter().find(|(k, _, _)| k == "StatefulSet").unwrap();
-        assert_eq!(
-            sts.2["spec"]["replicas"], 3,
-            "the StatefulSet is not scaled"
-        );
-        let cm = applied.iter().find(|(k, _, _)| k == "ConfigMap").unwrap();
-        assert_eq!(cm.2["data"]["GUESSGAME_REPLICAS"], "3");
-        let pdb = applied
+        gg.status = Some(GuessGameStatus {
+            replicas: from as i32,
+            bootstrap_replicas: Some(from as i32),
+            ..Default::default()
+        });
+        let pods = (0..sts as usize)
+            .map(|i| pod("demo", i, PodState::Ready))
+            .collect();
+        let prober = EnsembleProber::new(ensemble);
+        let (ctx, api) = FakeApi::context(gg.clone(), Some(existing), pods, prober.clone());
+        api.track_statefulset();
+        (gg, ctx, api, prober)
+    }
+    fn reasons(api: &FakeApi) -> Vec<String> {
+        api.events()
             .iter()
-            .find(|(k, _, _)| k == "PodDisruptionBudget")
-            .unwrap();
-        assert_eq!(pdb.2["spec"]["maxUnavailable"], 1);
-        let status = api.last_status().unwrap();
-        assert_eq!(status["replicas"], 3);
-        let refused = status["conditions"]
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+            .filter(|r| r != "LeaderElected")
+            .collect()
+    }
+    fn condition_of(status: &serde_json::Value, t: &str) -> serde_json::Value {
+        status["conditions"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| c["type"] == "ScaleRefused")
-            .unwrap();
-        assert_eq!(refused["status"], "True");
-        assert_eq!(refused["observedGeneration"], 2);
-        assert!(refused["message"]
-            .as_str()
+            .find(|c| c["type"] == t)
+            .cloned()
             .unwrap()
-            .contains("spec.replicas is 5"));
-        let events = api.events();
-        let scale: Vec<_> = events
-            .iter()
-            .filter(|e| e["reason"] == "ScaleRefused")
-            .collect();
-        assert_eq!(scale.len(), 1);
-        assert_eq!(scale[0]["type"], "Warning");
-        // Once reported, not again.
-        reconcile(Arc::new(gg), ctx).await.unwrap();
-        assert_eq!(
-            api.events()
-                .iter()
-                .filter(|e| e["reason"] == "ScaleRefused")
-                .count(),
-            1
-        );
     }
 
     #[tokio::test]
-    async fn recorded_size_wins_over_a_manually_scaled_statefulset() {
-        let mut gg = guessgame("demo", 3);
-        gg.status = Some(GuessGameStatus {
-            replicas: 3,
-            ..Default::default()
-        });
-        let existing = resources::statefulset(&gg, 7, None);
-        let (ctx, api) = FakeApi::context(
-            gg.clone(),
-            Some(existing),
-            vec![],
-            StaticProber::unreachable(3),
+    async fn scaling_up_adds_one_member_at_a_time() {
+        let (gg, ctx, api, ensemble) = scaling_world(3, 5, 3, Ensemble::of(3, &[]));
+        let gg = Arc::new(gg);
+        // Pass 1: one more pod.
+        ensemble.state().down.push("demo-3".into());
+        reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        assert_eq!(api.statefulset_replicas(), Some(4));
+        let status = api.last_status().unwrap();
+        assert_eq!(status["scaling"]["from"], 3);
+        assert_eq!(status["scaling"]["to"], 5);
+        assert_eq!(status["scaling"]["step"], "wait demo-3");
+        assert_eq!(status["replicas"], 3);
+        assert_eq!(status["bootstrapReplicas"], 3);
+        let progressing = condition_of(&status, "Progressing");
+        assert_eq!(
+            (
+                progressing["status"].as_str(),
+                progressing["reason"].as_str()
+            ),
+            (Some("True"), Some("Scaling"))
         );
-        reconcile(Arc::new(gg), ctx).await.unwrap();
+        assert_eq!(condition_of(&status, "ScaleRefused")["status"], "False");
+        assert_eq!(reasons(&api), ["StatefulSetResized", "ScalingStarted"]);
+        // Pass 2: the pod is not up yet: nothing changes.
+        reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        assert!(ensemble.state().changes.is_empty());
+        assert_eq!(api.statefulset_replicas(), Some(4));
+        // Pass 3: it answers: added (at its DNS name, never its pod IP).
+        api.put_pod(pod("demo", 3, PodState::Running));
+        ensemble.state().down.clear();
+        reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        assert_eq!(
+            ensemble.state().changes,
+            [Reconfig::Add {
+                id: "demo-3".into(),
+                address: "demo-3.demo-headless.testns.svc:7100".into()
+            }]
+        );
+        let status = api.last_status().unwrap();
+        assert_eq!(status["replicas"], 4);
+        assert_eq!(status["scaling"]["step"], "statefulset 5");
+        assert_eq!(status["scaling"]["from"], 3, "kept while scaling");
+        // Passes 4, 5: the last pod, then its member.
+        reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        assert_eq!(api.statefulset_replicas(), Some(5));
+        api.put_pod(pod("demo", 4, PodState::Running));
+        reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        assert_eq!(
+            ensemble.state().ids(),
+            [
+                "demo-0:voter",
+                "demo-1:voter",
+                "demo-2:voter",
+                "demo-3:voter",
+                "demo-4:voter"
+            ]
+        );
+        let status = api.last_status().unwrap();
+        assert_eq!(status["replicas"], 5);
+        assert!(status.get("scaling").is_none(), "cleared: {status}");
+        assert_ne!(condition_of(&status, "Progressing")["reason"], "Scaling");
+        assert_eq!(status["members"][4]["membership"], "voter");
+        assert_eq!(
+            reasons(&api),
+            [
+                "StatefulSetResized",
+                "ScalingStarted",
+                "MemberAdded",
+                "StatefulSetResized",
+                "MemberAdded",
+                "ScalingDone"
+            ]
+        );
+        // Never the pod template or the bootstrap size; the PDB follows the voters.
         let applied = api.applied();
-        let sts = applied.iter().find(|(k, _, _)| k == "StatefulSet").unwrap();
-        assert_eq!(sts.2["spec"]["replicas"], 3);
+        let hashes: std::collections::BTreeSet<_> = applied
+            .iter()
+            .filter(|(k, _, _)| k == "StatefulSet")
+            .map(|(_, _, b)| {
+                b["spec"]["template"]["metadata"]["annotations"]["guessgame.dev/config-hash"]
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(hashes.len(), 1);
+        assert!(applied
+            .iter()
+            .filter(|(k, _, _)| k == "ConfigMap")
+            .all(|(_, _, b)| b["data"]["GUESSGAME_REPLICAS"] == "3"));
+        let pdbs: Vec<_> = applied
+            .iter()
+            .filter(|(k, _, _)| k == "PodDisruptionBudget")
+            .map(|(_, _, b)| b["spec"]["maxUnavailable"].as_i64().unwrap())
+            .collect();
+        assert_eq!(pdbs, [1, 1, 1, 1, 2], "3, 4 voters: 1; 5 voters: 2");
+        // Steady: nothing more.
+        reconcile(gg, ctx).await.unwrap();
+        assert_eq!(ensemble.state().changes.len(), 2);
+        assert_eq!(api.statefulset_replicas(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn scaling_down_removes_the_member_before_its_pod() {
+        let (gg, ctx, api, ensemble) = scaling_world(5, 3, 5, Ensemble::of(5, &[]));
+        let gg = Arc::new(gg);
+        let mut trail = Vec::new();
+        for _ in 0..5 {
+            reconcile(gg.clone(), ctx.clone()).await.unwrap();
+            let sts = api.statefulset_replicas().unwrap();
+            trail.push(format!(
+                "{} voters/{sts} pods",
+                ensemble.state().config.len()
+            ));
+            for i in sts as usize..5 {
+                api.remove_pod(&format!("demo-{i}"));
+            }
+        }
+        assert_eq!(
+            trail,
+            [
+                "4 voters/5 pods",
+                "4 voters/4 pods",
+                "3 voters/4 pods",
+                "3 voters/3 pods",
+                "3 voters/3 pods"
+            ]
+        );
+        assert_eq!(
+            ensemble.state().changes,
+            [
+                Reconfig::Remove {
+                    id: "demo-4".into()
+                },
+                Reconfig::Remove {
+                    id: "demo-3".into()
+                }
+            ]
+        );
+        assert_eq!(
+            reasons(&api),
+            [
+                "MemberRemoved",
+                "ScalingStarted",
+                "StatefulSetResized",
+                "MemberRemoved",
+                "StatefulSetResized",
+                "ScalingDone"
+            ]
+        );
+        let status = api.last_status().unwrap();
+        assert_eq!(status["replicas"], 3);
+        assert!(status.get("scaling").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_resumed_operator_restores_the_pods_then_promotes_the_learner() {
+        // An interrupted add: demo-3 is a learner, and the StatefulSet was set back to 3
+        // meanwhile (by hand). Its pod comes back first, then it is promoted.
+        let (gg, ctx, api, ensemble) = scaling_world(3, 5, 3, Ensemble::of(3, &[3]));
+        let gg = Arc::new(gg);
+        reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        assert_eq!(api.statefulset_replicas(), Some(4));
+        assert!(ensemble.state().changes.is_empty());
+        api.put_pod(pod("demo", 3, PodState::Running));
+        reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        assert!(matches!(
+            &ensemble.state().changes[..],
+            [Reconfig::Add { id, .. }] if id == "demo-3"
+        ));
+        assert_eq!(ensemble.state().config[3].kind, "voter");
+        // Reverted to 3: demo-3 goes, then its pod.
+        let mut back = (*gg).clone();
+        back.spec.replicas = 3;
+        let back = Arc::new(back);
+        reconcile(back.clone(), ctx.clone()).await.unwrap();
+        reconcile(back.clone(), ctx.clone()).await.unwrap();
+        assert_eq!(ensemble.state().config.len(), 3);
+        assert_eq!(api.statefulset_replicas(), Some(3));
+        assert!(reasons(&api).contains(&"ScalingDone".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_manually_scaled_statefulset_is_set_back() {
+        // More pods than members: the extra pods go (they are in no configuration).
+        let (gg, ctx, api, _) = scaling_world(3, 3, 7, Ensemble::of(3, &[]));
+        reconcile(Arc::new(gg), ctx).await.unwrap();
+        assert_eq!(api.statefulset_replicas(), Some(3));
+        // Fewer pods than members: never below the highest member's ordinal + 1.
+        let (gg, ctx, api, _) = scaling_world(3, 3, 1, Ensemble::of(3, &[]));
+        reconcile(Arc::new(gg), ctx).await.unwrap();
+        assert_eq!(api.statefulset_replicas(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn failed_changes_are_retried_and_refusals_reported_once() {
+        let (gg, ctx, api, ensemble) = scaling_world(3, 5, 4, Ensemble::of(3, &[]));
+        let gg = Arc::new(gg);
+        ensemble.state().fail_next = Some(ClientError::new(
+            guessgame_client::ErrorKind::ReconfigBusy,
+            "another change is in flight",
+        ));
+        reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        let status = api.last_status().unwrap();
+        let message = status["scaling"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("adding demo-3: another change is in flight (trying again)"),
+            "{message}"
+        );
+        assert!(!reasons(&api).contains(&"ReconfigFailed".to_string()));
+        for _ in 0..2 {
+            ensemble.state().fail_next = Some(ClientError::new(
+                guessgame_client::ErrorKind::ReconfigRefused,
+                "address in use",
+            ));
+            reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        }
+        let failed: Vec<_> = api
+            .events()
+            .into_iter()
+            .filter(|e| e["reason"] == "ReconfigFailed")
+            .collect();
+        assert_eq!(failed.len(), 1, "once per distinct failure");
+        assert_eq!(failed[0]["type"], "Warning");
+        // Then it works.
+        reconcile(gg.clone(), ctx.clone()).await.unwrap();
+        assert_eq!(ensemble.state().changes.len(), 4);
+        assert_eq!(ensemble.state().config.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_size_is_refused_and_the_status_kept_fresh() {
+        // Only an API server with an older CRD (no schema rules) lets these through.
+        for bad in [4, 11, 0] {
+            let (gg, ctx, api, ensemble) = scaling_world(3, bad, 3, Ensemble::of(3, &[]));
+            reconcile(Arc::new(gg.clone()), ctx.clone()).await.unwrap();
+            assert_eq!(api.statefulset_replicas(), Some(3));
+            assert!(ensemble.state().changes.is_empty());
+            let status = api.last_status().unwrap();
+            assert_eq!(status["replicas"], 3);
+            assert_eq!(status["leader"], "demo-0");
+            assert!(status.get("scaling").is_none());
+            let refused = condition_of(&status, "ScaleRefused");
+            assert_eq!(refused["status"], "True");
+            assert_eq!(refused["reason"], "InvalidReplicas");
+            assert_eq!(refused["observedGeneration"], 2);
+            assert!(refused["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("spec.replicas = {bad} is not applied")));
+            // One Warning Event, not one per pass.
+            reconcile(Arc::new(gg), ctx).await.unwrap();
+            let warnings: Vec<_> = api
+                .events()
+                .into_iter()
+                .filter(|e| e["reason"] == "ScaleRefused")
+                .collect();
+            assert_eq!(warnings.len(), 1);
+            assert_eq!(warnings[0]["type"], "Warning");
+        }
+        // At creation there is nothing to keep: the reconciliation fails.
+        let gg = guessgame("demo", 4);
+        let (ctx, _) = FakeApi::context(gg.clone(), None, vec![], StaticProber::unreachable(3));
+        let err = reconcile(Arc::new(gg), ctx).await.unwrap_err();
+        assert!(err.to_string().contains("odd number"), "{err}");
     }
 
     #[tokio::test]
@@ -1008,11 +1564,15 @@ mod tests {
     }
 
     #[test]
-    fn ensemble_size_prefers_the_record_then_the_statefulset() {
+    fn bootstrap_size_prefers_the_record_then_the_config_map() {
         let gg = guessgame("demo", 3);
-        let sts = resources::statefulset(&gg, 5, None);
-        assert_eq!(ensemble_size(Some(3), Some(&sts), 7), 3);
-        assert_eq!(ensemble_size(Some(0), Some(&sts), 7), 5);
-        assert_eq!(ensemble_size(None, None, 7), 7);
+        let sts = resources::statefulset(&gg, 3, 5, None);
+        let cm = resources::config_map(&gg, 3);
+        assert_eq!(bootstrap_size(Some(3), Some(&cm), 5, Some(&sts), 7), 3);
+        assert_eq!(bootstrap_size(None, Some(&cm), 5, Some(&sts), 7), 3);
+        // A status of an operator that did not scale: its size is the bootstrap size.
+        assert_eq!(bootstrap_size(None, None, 5, Some(&sts), 7), 5);
+        assert_eq!(bootstrap_size(None, None, 0, Some(&sts), 7), 5);
+        assert_eq!(bootstrap_size(None, None, 0, None, 7), 7);
     }
 }

@@ -28,8 +28,9 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     /// Members are failing (crash loop, not answering) or the quorum is lost.
     pub const DEGRADED: &str = "Degraded";
-    /// `spec.replicas` differs from the ensemble's size: membership changes are not
-    /// implemented yet, so the change is not applied.
+    /// `spec.replicas` is not a size the operator can run (odd, 1 to 9; the CRD's schema
+    /// refuses other values, an older CRD may not): it is not applied, the ensemble keeps
+    /// its size. A valid change is applied step by step (`status.scaling`, Progressing).
     pub const SCALE_REFUSED: &str = "ScaleRefused";
 }
 
@@ -54,6 +55,7 @@ pub mod condition {
     printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.epoch"),
     printcolumn(name = "Round", type_ = "integer", json_path = ".status.round"),
     printcolumn(name = "Target", type_ = "integer", json_path = ".status.target"),
+    printcolumn(name = "Scaling", type_ = "string", json_path = ".status.scaling.step"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -66,8 +68,11 @@ pub mod condition {
     "message": "electionTimeoutMs must be at least twice heartbeatIntervalMs"
 }]))]
 pub struct GuessGameSpec {
-    /// Number of members: odd, 1 to 9. Fixed at creation: a later change is reported in the
-    /// ScaleRefused condition and not applied (membership changes are not implemented yet).
+    /// Number of voting members: odd, 1 to 9. A change is applied one member at a time
+    /// through the ensemble's replicated configuration: growing, the StatefulSet gets one
+    /// more pod and the operator adds it (a learner, then a voter once caught up); shrinking,
+    /// the operator removes the highest ordinal, then the StatefulSet loses that pod.
+    /// Progress shows in `status.scaling`, the Progressing condition and Events.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 9), extend("x-kubernetes-validations" = [{
         "rule": "self % 2 == 1",
@@ -231,9 +236,18 @@ pub struct GuessGameStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The ensemble's size (its replica count at creation).
+    /// The ensemble's size: voters in its committed configuration (before the first
+    /// configuration is read: the StatefulSet's replicas).
     #[serde(default)]
     pub replicas: i32,
+    /// The size the ensemble was created with: `GUESSGAME_REPLICAS` in the ConfigMap, which
+    /// only bootstraps the first configuration (it never changes: a change would roll every
+    /// pod). The configuration in use lives in the replicated log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_replicas: Option<i32>,
+    /// A `spec.replicas` change under way; absent when the ensemble has the requested size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingStatus>,
     /// Members that serve: the leader, and followers in sync with it.
     #[serde(default)]
     pub ready_replicas: i32,
@@ -266,6 +280,20 @@ pub struct GuessGameStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// A scaling under way: one member is added or removed at a time.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingStatus {
+    /// Voters when the scaling started.
+    pub from: i32,
+    /// Voters requested (`spec.replicas`).
+    pub to: i32,
+    /// The current step, e.g. `add demo-3`, `remove demo-4`, `statefulset 4`, `wait demo-3`.
+    pub step: String,
+    /// What the step waits for or did last.
+    pub message: String,
+}
+
 /// One member as the operator sees it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -279,18 +307,15 @@ pub struct MemberStatus {
     pub epoch: i64,
     /// Last logged zxid (`epoch:counter`).
     pub last_zxid: String,
+    /// `voter` or `learner` in the ensemble's committed configuration, or `none` (a pod
+    /// not yet added, or already removed); absent while the configuration is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<String>,
     /// Serving: the leader, or a follower of a leader.
     pub ready: bool,
     /// Since when the member's pod has been running without answering the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_answering_since: Option<Time>,
-}
-
-impl GuessGame {
-    /// The ensemble size the operator runs: fixed once recorded in the status.
-    pub fn recorded_replicas(&self) -> Option<i32> {
-        self.status.as_ref().map(|s| s.replicas).filter(|r| *r > 0)
-    }
 }
 
 #[cfg(test)]
@@ -321,7 +346,7 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Replicas", "Ready", "Leader", "Epoch", "Round", "Target", "Age"]
+            ["Replicas", "Ready", "Leader", "Epoch", "Round", "Target", "Scaling", "Age"]
         );
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use guessgame_client::status::NodeStatus;
+use guessgame_client::{ClientError, Configuration, ErrorKind, MemberInfo, Reconfig};
 use http::{Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
@@ -131,6 +132,8 @@ pub fn node(id: &str, role: &str, leader: Option<&str>) -> NodeStatus {
         last_zxid: if answered { "3:7" } else { "0:0" }.into(),
         last_committed: if answered { "3:7" } else { "0:0" }.into(),
         leader: leader.filter(|_| answered).map(str::to_string),
+        membership: if answered { "voter" } else { "unknown" }.into(),
+        voters: if answered { 3 } else { 0 },
         address: format!("{id}:7100"),
         error: (!answered).then(|| "connection refused".into()),
     }
@@ -157,6 +160,172 @@ impl Prober for StaticProber {
         probe.nodes.truncate(members.len());
         async move { probe }.boxed()
     }
+
+    /// With a leader: every member asked about is a voter.
+    fn configuration(
+        &self,
+        members: Vec<(String, String)>,
+        _: Duration,
+    ) -> BoxFuture<'static, Result<Configuration, String>> {
+        let result = match &self.0.leader {
+            Some(leader) => {
+                let members: Vec<MemberInfo> = members
+                    .into_iter()
+                    .map(|(id, address)| MemberInfo {
+                        id,
+                        address,
+                        kind: "voter".into(),
+                    })
+                    .collect();
+                Ok(configuration(leader, members))
+            }
+            None => Err("no leader".into()),
+        };
+        async move { result }.boxed()
+    }
+
+    fn reconfig(
+        &self,
+        _: Vec<(String, String)>,
+        _: Reconfig,
+        _: Duration,
+    ) -> BoxFuture<'static, Result<Configuration, ClientError>> {
+        async { Err(ClientError::new(ErrorKind::Unavailable, "static members")) }.boxed()
+    }
+}
+
+fn configuration(leader: &str, members: Vec<MemberInfo>) -> Configuration {
+    Configuration {
+        node: leader.into(),
+        leader: Some(leader.into()),
+        config: "3:1".into(),
+        members: members.clone(),
+        committed_config: "3:1".into(),
+        committed_members: members,
+    }
+}
+
+/// What [`EnsembleProber`] simulates: a configuration that changes with `reconfig`.
+#[derive(Debug, Default)]
+pub struct Ensemble {
+    /// The committed configuration (`demo-0` leads while it is in it).
+    pub config: Vec<MemberInfo>,
+    /// Pods whose node does not answer.
+    pub down: Vec<String>,
+    /// The changes asked for, in order.
+    pub changes: Vec<Reconfig>,
+    /// The answer to the next change instead of making it.
+    pub fail_next: Option<ClientError>,
+}
+
+impl Ensemble {
+    /// `demo-0 .. demo-<n-1>` voters, and learners for `learners`.
+    pub fn of(n: usize, learners: &[usize]) -> Ensemble {
+        let member = |i: usize, kind: &str| MemberInfo {
+            id: format!("demo-{i}"),
+            address: format!("demo-{i}.demo-headless.{NS}.svc:7100"),
+            kind: kind.into(),
+        };
+        let mut config: Vec<MemberInfo> = (0..n).map(|i| member(i, "voter")).collect();
+        config.extend(learners.iter().map(|i| member(*i, "learner")));
+        Ensemble {
+            config,
+            ..Default::default()
+        }
+    }
+    pub fn ids(&self) -> Vec<String> {
+        self.config
+            .iter()
+            .map(|m| format!("{}:{}", m.id, m.kind))
+            .collect()
+    }
+}
+
+/// Members that follow a simulated configuration: voters follow `demo-0`, other pods answer
+/// `looking` with no membership; membership changes change the configuration.
+#[derive(Clone, Default)]
+pub struct EnsembleProber(pub Arc<Mutex<Ensemble>>);
+
+impl EnsembleProber {
+    pub fn new(ensemble: Ensemble) -> EnsembleProber {
+        EnsembleProber(Arc::new(Mutex::new(ensemble)))
+    }
+    pub fn state(&self) -> std::sync::MutexGuard<'_, Ensemble> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl Prober for EnsembleProber {
+    fn probe(&self, members: Vec<(String, String)>, _: Duration) -> BoxFuture<'static, Probe> {
+        let e = self.state();
+        let leads = e.config.iter().any(|m| m.id == "demo-0");
+        let nodes = members
+            .iter()
+            .map(|(id, _)| {
+                if e.down.contains(id) {
+                    return node(id, "unreachable", None);
+                }
+                match e.config.iter().find(|m| &m.id == id) {
+                    Some(m) => {
+                        let role = if id == "demo-0" { "leader" } else { "follower" };
+                        let mut n = node(id, role, leads.then_some("demo-0"));
+                        n.membership = m.kind.clone();
+                        n.voters = e.config.iter().filter(|m| m.kind == "voter").count() as u32;
+                        n
+                    }
+                    None => {
+                        let mut n = node(id, "looking", None);
+                        n.membership = "none".into();
+                        n
+                    }
+                }
+            })
+            .collect();
+        let probe = Probe {
+            nodes,
+            leader: (leads && !e.down.iter().any(|d| d == "demo-0")).then(|| "demo-0".into()),
+            round: Some(1),
+            target: Some(7),
+        };
+        async move { probe }.boxed()
+    }
+
+    fn configuration(
+        &self,
+        _: Vec<(String, String)>,
+        _: Duration,
+    ) -> BoxFuture<'static, Result<Configuration, String>> {
+        let c = configuration("demo-0", self.state().config.clone());
+        async move { Ok(c) }.boxed()
+    }
+
+    fn reconfig(
+        &self,
+        _: Vec<(String, String)>,
+        change: Reconfig,
+        _: Duration,
+    ) -> BoxFuture<'static, Result<Configuration, ClientError>> {
+        let mut e = self.state();
+        e.changes.push(change.clone());
+        let result = match e.fail_next.take() {
+            Some(err) => Err(err),
+            None => {
+                match change {
+                    Reconfig::Add { id, address } => {
+                        e.config.retain(|m| m.id != id);
+                        e.config.push(MemberInfo {
+                            id,
+                            address,
+                            kind: "voter".into(),
+                        });
+                    }
+                    Reconfig::Remove { id } => e.config.retain(|m| m.id != id),
+                }
+                Ok(configuration("demo-0", e.config.clone()))
+            }
+        };
+        async move { result }.boxed()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -173,6 +342,8 @@ struct World {
     pods: Vec<Pod>,
     log: Vec<Recorded>,
     fail_patches_of: Option<String>,
+    /// Applied StatefulSets replace `statefulset` (what the next GET returns).
+    track_statefulset: bool,
 }
 
 /// A fake API server: answers kube's requests from a small in-memory world and records them.
@@ -210,6 +381,7 @@ impl FakeApi {
             pods,
             log: Vec::new(),
             fail_patches_of: None,
+            track_statefulset: false,
         })));
         let server = api.clone();
         tokio::spawn(async move {
@@ -293,6 +465,11 @@ impl FakeApi {
                 gg["status"] = body["status"].clone();
                 json_response(StatusCode::OK, &gg)
             }
+            ("PATCH", [.., "statefulsets", _]) if world.track_statefulset => {
+                let sts: StatefulSet = serde_json::from_value(body.clone()).unwrap();
+                world.statefulset = Some(sts);
+                json_response(StatusCode::OK, &body)
+            }
             ("PATCH", _) | ("POST", [.., "events"]) => json_response(StatusCode::OK, &body),
             _ => {
                 let _ = (resource, name);
@@ -369,6 +546,31 @@ impl FakeApi {
             .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
             .map(|r| r.body)
             .collect()
+    }
+
+    /// Applied StatefulSets are what the next GET returns (as the API server does).
+    pub fn track_statefulset(&self) {
+        self.0.lock().unwrap().track_statefulset = true;
+    }
+
+    /// The StatefulSet's replicas, as last applied.
+    pub fn statefulset_replicas(&self) -> Option<i32> {
+        self.0.lock().unwrap().statefulset.as_ref()?.spec.replicas
+    }
+
+    /// Adds (or replaces) a pod, as the StatefulSet controller and the kubelet would.
+    pub fn put_pod(&self, pod: Pod) {
+        let mut world = self.0.lock().unwrap();
+        world.pods.retain(|p| p.metadata.name != pod.metadata.name);
+        world.pods.push(pod);
+    }
+
+    /// Removes a pod.
+    pub fn remove_pod(&self, name: &str) {
+        let mut world = self.0.lock().unwrap();
+        world
+            .pods
+            .retain(|p| p.metadata.name.as_deref() != Some(name));
     }
 
     /// Answer server errors to PATCHes of this resource (plural).

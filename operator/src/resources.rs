@@ -226,10 +226,17 @@ fn env_from_field(name: &str, path: &str) -> EnvVar {
     }
 }
 
-/// The members. `replicas` is the ensemble's size (never `spec.replicas` after creation);
-/// `existing` is the current StatefulSet, whose immutable volume claim templates are kept.
-pub fn statefulset(gg: &GuessGame, replicas: i32, existing: Option<&StatefulSet>) -> StatefulSet {
-    let data = config_data(gg, replicas);
+/// The members' pods. `bootstrap` is the size the ensemble was created with (the ConfigMap's
+/// `GUESSGAME_REPLICAS`, hashed into the pod template: it never changes, or every pod would
+/// roll); `replicas` is the pod count (the scaling steps change it one at a time); `existing`
+/// is the current StatefulSet, whose immutable volume claim templates are kept.
+pub fn statefulset(
+    gg: &GuessGame,
+    bootstrap: i32,
+    replicas: i32,
+    existing: Option<&StatefulSet>,
+) -> StatefulSet {
+    let data = config_data(gg, bootstrap);
     let mut pod_labels = labels(gg);
     pod_labels.remove("app.kubernetes.io/managed-by");
     let container = Container {
@@ -390,12 +397,14 @@ pub fn statefulset(gg: &GuessGame, replicas: i32, existing: Option<&StatefulSet>
                 type_: Some("RollingUpdate".into()),
                 ..Default::default()
             }),
-            // Logs outlive the pods; deleting the GuessGame keeps them too (delete the PVCs
-            // by label to reset).
+            // Logs outlive the pods, and deleting the GuessGame keeps them (delete the PVCs
+            // by label to reset). Scaling down deletes the claim of the pod that goes: its
+            // member was removed from the configuration first, and a later pod with the same
+            // ordinal must start empty and sync from the leader, not from a stale log.
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
                     when_deleted: Some("Retain".into()),
-                    when_scaled: Some("Retain".into()),
+                    when_scaled: Some("Delete".into()),
                 },
             ),
             template: PodTemplateSpec {
@@ -467,7 +476,23 @@ impl std::str::FromStr for MemberAddress {
 }
 
 impl MemberAddress {
-    /// `host:port` of member `ordinal`, whose pod IP is `pod_ip` when known.
+    /// The `host:port` member `ordinal` has in the ensemble's configuration: what its node
+    /// advertises (`PodSettings::address` in the node crate with the ConfigMap's settings),
+    /// so never the pod IP, which changes when the pod is recreated. With a template (nodes
+    /// given `GUESSGAME_PEER_TEMPLATE`, as in tests), the template; else the pod's DNS name
+    /// `<pod>.<name>-headless.<namespace>.svc:<port>` (the ConfigMap sets no cluster
+    /// domain).
+    pub fn config_address(&self, gg: &GuessGame, ordinal: usize) -> String {
+        match self {
+            MemberAddress::Template(_) => self.resolve(gg, ordinal, None, None),
+            MemberAddress::Auto | MemberAddress::Dns => {
+                MemberAddress::Dns.resolve(gg, ordinal, None, None)
+            }
+        }
+    }
+
+    /// `host:port` the operator reaches member `ordinal` at, whose pod IP is `pod_ip` when
+    /// known.
     pub fn resolve(
         &self,
         gg: &GuessGame,
@@ -533,7 +558,7 @@ mod tests {
     fn statefulset_is_parallel_non_root_with_probes_and_claims() {
         let mut gg = guessgame("demo", 5);
         gg.spec.storage.storage_class_name = Some("fast".into());
-        let sts = statefulset(&gg, 5, None);
+        let sts = statefulset(&gg, 5, 5, None);
         let spec = sts.spec;
         assert_eq!(spec.replicas, Some(5));
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
@@ -589,11 +614,11 @@ mod tests {
     #[test]
     fn existing_claim_templates_are_kept() {
         let gg = guessgame("demo", 3);
-        let existing = statefulset(&gg, 3, None);
+        let existing = statefulset(&gg, 3, 3, None);
         let mut bigger = gg.clone();
         bigger.spec.storage.size =
             k8s_openapi::apimachinery::pkg::api::resource::Quantity("5Gi".into());
-        let sts = statefulset(&bigger, 3, Some(&existing));
+        let sts = statefulset(&bigger, 3, 3, Some(&existing));
         let claims = sts.spec.volume_claim_templates.unwrap();
         assert_eq!(
             claims[0]
@@ -620,7 +645,7 @@ mod tests {
         assert_eq!(data["GUESSGAME_PORT"], "7100");
         assert_eq!(data["GUESSGAME_DATA_DIR"], "/data");
         let hash = |gg: &GuessGame| {
-            statefulset(gg, 5, None)
+            statefulset(gg, 5, 5, None)
                 .spec
                 .template
                 .metadata
@@ -631,6 +656,13 @@ mod tests {
         };
         let before = hash(&gg);
         assert_eq!(before, hash(&gg));
+        // Scaling changes the pod count, not the template.
+        let scaled = statefulset(&gg, 5, 7, None);
+        assert_eq!(scaled.spec.replicas, Some(7));
+        assert_eq!(
+            scaled.spec.template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION],
+            before
+        );
         gg.spec.heartbeat_interval_ms = 50;
         assert_ne!(before, hash(&gg));
     }
@@ -670,6 +702,14 @@ mod tests {
         );
         let t: MemberAddress = "127.0.0.1:710{ordinal}".parse().unwrap();
         assert_eq!(t.resolve(&gg, 2, None, None), "127.0.0.1:7102");
+        // In the configuration: never the pod IP, and as the nodes compute it.
+        assert_eq!(t.config_address(&gg, 3), "127.0.0.1:7103");
+        for a in [MemberAddress::Auto, MemberAddress::Dns] {
+            assert_eq!(
+                a.config_address(&gg, 3),
+                "demo-3.demo-headless.testns.svc:7100"
+            );
+        }
         assert!("nonsense".parse::<MemberAddress>().is_err());
     }
 }
