@@ -510,6 +510,27 @@ async fn reconcile_inner(
     let mut step = committed.as_deref().map(|c| decide(c, sts_replicas));
     let mut failed: Option<String> = None;
     let mut changed_membership = false;
+    // A scaling under way towards another size is a new one.
+    let ongoing = previous.scaling.clone().filter(|s| s.to == desired as i32);
+    let voters_before = voters;
+    if let Some(first) = step.as_ref().filter(|s| **s != ScaleStep::Steady) {
+        if ongoing.is_none() {
+            let first = scaling_status(first, None, voters as usize, desired, pod)
+                .map(|s| s.step)
+                .unwrap_or_default();
+            let note = if voters == desired as i32 {
+                format!("the StatefulSet does not match the {voters} voters (first step: {first})")
+            } else {
+                format!(
+                    "scaling from {voters} to {desired} voters, one member at a time (first \
+                     step: {first})"
+                )
+            };
+            info!(guessgame = %gg.name_any(), "{note}");
+            ctx.publish(gg, EventType::Normal, "ScalingStarted", "Scale", note)
+                .await;
+        }
+    }
     match step.clone() {
         Some(ScaleStep::Resize { replicas }) => {
             sts_replicas = replicas as i32;
@@ -618,19 +639,17 @@ async fn reconcile_inner(
     apply(client, ns, &resources::pod_disruption_budget(gg, voters)).await?;
 
     let scaling = match (&committed, &step) {
-        (Some(_), Some(step)) => scaling_status(
-            step,
-            previous.scaling.as_ref(),
-            voters as usize,
-            desired,
-            pod,
-        )
-        .map(|mut s| {
-            if let Some(failed) = &failed {
-                s.message = format!("{voters} of {desired} voters; {failed}");
-            }
-            s
-        }),
+        (Some(_), Some(step)) => {
+            scaling_status(step, ongoing.as_ref(), voters as usize, desired, pod).map(|mut s| {
+                if ongoing.is_none() {
+                    s.from = voters_before;
+                }
+                if let Some(failed) = &failed {
+                    s.message = format!("{voters} of {desired} voters; {failed}");
+                }
+                s
+            })
+        }
         _ if previous.scaling.is_some() || (previous.replicas > 0 && voters != desired as i32) => {
             Some(ScalingStatus {
                 from: previous.scaling.as_ref().map_or(voters, |s| s.from),
@@ -821,15 +840,6 @@ async fn reconcile_inner(
         }
     }
     match (&previous.scaling, &status.scaling) {
-        (old, Some(new)) if old.as_ref().is_none_or(|o| o.to != new.to) => {
-            let note = format!(
-                "scaling from {} to {} voters, one member at a time (first step: {})",
-                new.from, new.to, new.step
-            );
-            info!(guessgame = %gg.name_any(), "{note}");
-            ctx.publish(gg, EventType::Normal, "ScalingStarted", "Scale", note)
-                .await;
-        }
         (Some(old), None) => {
             let note = format!(
                 "the ensemble has {voters} voters (scaled from {}); the StatefulSet has \
@@ -1216,7 +1226,7 @@ mod tests {
             (Some("True"), Some("Scaling"))
         );
         assert_eq!(condition_of(&status, "ScaleRefused")["status"], "False");
-        assert_eq!(reasons(&api), ["StatefulSetResized", "ScalingStarted"]);
+        assert_eq!(reasons(&api), ["ScalingStarted", "StatefulSetResized"]);
         // Pass 2: the pod is not up yet: nothing changes.
         reconcile(gg.clone(), ctx.clone()).await.unwrap();
         assert!(ensemble.state().changes.is_empty());
@@ -1259,8 +1269,8 @@ mod tests {
         assert_eq!(
             reasons(&api),
             [
-                "StatefulSetResized",
                 "ScalingStarted",
+                "StatefulSetResized",
                 "MemberAdded",
                 "StatefulSetResized",
                 "MemberAdded",
@@ -1299,8 +1309,15 @@ mod tests {
         let (gg, ctx, api, ensemble) = scaling_world(5, 3, 5, Ensemble::of(5, &[]));
         let gg = Arc::new(gg);
         let mut trail = Vec::new();
-        for _ in 0..5 {
+        for pass in 0..5 {
             reconcile(gg.clone(), ctx.clone()).await.unwrap();
+            if pass == 0 {
+                let scaling = &api.last_status().unwrap()["scaling"];
+                assert_eq!(
+                    (scaling["from"].as_i64(), scaling["to"].as_i64()),
+                    (Some(5), Some(3))
+                );
+            }
             let sts = api.statefulset_replicas().unwrap();
             trail.push(format!(
                 "{} voters/{sts} pods",
@@ -1310,6 +1327,15 @@ mod tests {
                 api.remove_pod(&format!("demo-{i}"));
             }
         }
+        let events = api.events();
+        let started = events
+            .iter()
+            .find(|e| e["reason"] == "ScalingStarted")
+            .unwrap();
+        assert!(started["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("scaling from 5 to 3 voters"));
         assert_eq!(
             trail,
             [
@@ -1334,8 +1360,8 @@ mod tests {
         assert_eq!(
             reasons(&api),
             [
-                "MemberRemoved",
                 "ScalingStarted",
+                "MemberRemoved",
                 "StatefulSetResized",
                 "MemberRemoved",
                 "StatefulSetResized",
