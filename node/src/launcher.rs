@@ -1,6 +1,7 @@
 //! `guessgame-node all`: starts every configured node as a child process (the original
 //! lab's `start_all_nodes.py`), prefixes their output with the node id, and stops them all
-//! on Ctrl-C or when one of them fails to start.
+//! on Ctrl-C or when one of them fails. A node that exits cleanly (it was removed from the
+//! ensemble with `guessgame reconfig remove`) just leaves; the others go on.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -65,9 +66,22 @@ pub async fn run_all(
     println!("all {} nodes started; Ctrl-C stops them", children.len());
 
     let mut exited = None;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => println!("stopping all nodes"),
-        (id, status) = first_exit(&mut children) => exited = Some((id, status)),
+    while !children.is_empty() {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                println!("stopping all nodes");
+                break;
+            }
+            (id, status) = first_exit(&mut children) => {
+                children.retain(|(c, _)| *c != id);
+                if status.success() {
+                    println!("[{id}] left the ensemble (exit status 0); the others go on");
+                } else {
+                    exited = Some((id, status));
+                    break;
+                }
+            }
+        }
     }
     for (id, child) in &mut children {
         if let Some(pid) = child.id() {
@@ -87,11 +101,11 @@ pub async fn run_all(
     }
 }
 
-async fn first_exit(children: &mut [(String, Child)]) -> (String, String) {
+async fn first_exit(children: &mut [(String, Child)]) -> (String, std::process::ExitStatus) {
     loop {
         for (id, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                return (id.clone(), status.to_string());
+                return (id.clone(), status);
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

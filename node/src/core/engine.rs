@@ -297,6 +297,10 @@ pub struct Engine {
     /// A leader that left the ensemble (`StepDown`) in an epoch: its messages still in
     /// flight must not make us follow it again.
     departed: Option<(NodeId, u64)>,
+    /// Looking: when we last answered a `Hello` from each node (answers are rate-limited:
+    /// two nodes outside each other's configuration would otherwise answer each other's
+    /// answers forever).
+    answered: BTreeMap<NodeId, u64>,
 }
 
 impl Engine {
@@ -376,6 +380,7 @@ impl Engine {
             max_seen_epoch: state.accepted_epoch,
             joining: None,
             departed: None,
+            answered: BTreeMap::new(),
         };
         engine.candidacy_at = engine.candidacy_delay();
         engine
@@ -794,6 +799,7 @@ impl Engine {
         self.leader = None;
         self.synced = false;
         self.heard.clear();
+        self.answered.clear();
         self.joining = None;
         self.looking_since = self.now;
         self.candidacy_at = self.candidacy_delay();
@@ -1202,17 +1208,24 @@ impl Engine {
             self.send(out, &from, Message::LeaderIs { leader, epoch });
             return;
         }
-        // Only voters of our configuration are gathered (and answered): a removed node or one
-        // from an earlier membership is not counted towards anyone's candidacy.
+        // Only voters of our configuration are gathered: a removed node or one from an
+        // earlier membership is not counted towards our candidacy.
         if matches!(self.role, Role::Looking) {
             let first = !self.heard.contains_key(&from);
-            if self.config.is_voter(&from) {
+            let voter = self.config.is_voter(&from);
+            if voter {
                 self.heard
                     .insert(from.clone(), (creds, accepted_epoch, self.now));
             }
             // Answered even when `from` is in no configuration we know: our configuration
             // may be the stale one, and `from` a voter of a newer one that needs to hear us.
-            if first && !self.removed {
+            // At most once a heartbeat interval per node, so answers never feed each other.
+            let recently = self
+                .answered
+                .get(&from)
+                .is_some_and(|at| self.now.saturating_sub(*at) < self.timing.heartbeat_ms);
+            if (first || !voter) && !recently && !self.removed {
+                self.answered.insert(from.clone(), self.now);
                 // Answer a newcomer at once so both sides learn each other within one trip.
                 let msg = Message::Hello {
                     accepted_epoch: self.accepted_epoch,
