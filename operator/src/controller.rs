@@ -839,18 +839,15 @@ async fn reconcile_inner(
             .await;
         }
     }
-    match (&previous.scaling, &status.scaling) {
-        (Some(old), None) => {
-            let note = format!(
-                "the ensemble has {voters} voters (scaled from {}); the StatefulSet has \
-                 {sts_replicas} pods",
-                old.from
-            );
-            info!(guessgame = %gg.name_any(), "{note}");
-            ctx.publish(gg, EventType::Normal, "ScalingDone", "Scale", note)
-                .await;
-        }
-        _ => {}
+    if let (Some(old), None) = (&previous.scaling, &status.scaling) {
+        let note = format!(
+            "the ensemble has {voters} voters (scaled from {}); the StatefulSet has \
+             {sts_replicas} pods",
+            old.from
+        );
+        info!(guessgame = %gg.name_any(), "{note}");
+        ctx.publish(gg, EventType::Normal, "ScalingDone", "Scale", note)
+            .await;
     }
 
     // Unchanged statuses are not written again (the status patch would trigger a watch event
