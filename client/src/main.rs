@@ -296,7 +296,26 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Cmd::Reconfig(change) => {
             let change = match change {
                 ReconfigCmd::Add { id, address } => Reconfig::Add { id, address },
-                ReconfigCmd::Remove { id } => Reconfig::Remove { id },
+                ReconfigCmd::Remove { id } => {
+                    // The ensemble answers a removal of a non-member with "done" (so that a
+                    // repeated request is harmless); a user naming an unknown node gets an
+                    // error instead.
+                    let current = client.configuration().await?;
+                    let known = current
+                        .members
+                        .iter()
+                        .chain(current.committed_members.iter())
+                        .any(|m| m.id == id);
+                    if !known {
+                        let ids: Vec<&str> =
+                            current.members.iter().map(|m| m.id.as_str()).collect();
+                        return Err(invalid(format!(
+                            "{id} is not a member (members: {}); nothing changed",
+                            ids.join(", ")
+                        )));
+                    }
+                    Reconfig::Remove { id }
+                }
             };
             let c = client.reconfig(change.clone()).await?;
             if json {

@@ -340,14 +340,9 @@ impl PodSettings {
                     .into(),
             ));
         };
-        if let Some(n) = ordinal.filter(|n| *n >= replicas) {
-            return Err(ConfigError::Pod(format!(
-                "pod {} has ordinal {n}, outside the ensemble of {replicas} ({statefulset}-0 .. \
-                 {statefulset}-{}); membership changes are not supported",
-                pod_name.as_deref().unwrap_or_default(),
-                replicas.saturating_sub(1)
-            )));
-        }
+        // A pod with an ordinal past the bootstrap size is a member added later (the
+        // operator scales one member at a time): it starts outside the configuration and
+        // waits to be added; see `main.rs`.
         let number = |name: &str| get(name).map(|v| parse_env::<u64>(name, &v)).transpose();
         let port = match get("GUESSGAME_PORT") {
             Some(p) => match parse_env::<u16>("GUESSGAME_PORT", &p)? {
@@ -567,6 +562,24 @@ mod tests {
     }
 
     #[test]
+    fn pod_past_the_bootstrap_size_is_outside_the_configuration_but_has_an_address() {
+        let p = pod(
+            &[
+                ("GUESSGAME_REPLICAS", "3"),
+                ("POD_NAME", "gg-4"),
+                ("POD_NAMESPACE", "games"),
+            ],
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let c = p.config().unwrap();
+        assert_eq!(c.ids(), ["gg-0", "gg-1", "gg-2"]);
+        assert!(c.address_of("gg-4").is_none());
+        assert_eq!(p.address(4).unwrap(), "gg-4.gg-headless.games.svc:7100");
+    }
+
+    #[test]
     fn pod_name_falls_back_to_the_hostname_and_service_to_sts_headless() {
         let p = pod(&[("GUESSGAME_REPLICAS", "3"), ("HOSTNAME", "gg-2")], None)
             .unwrap()
@@ -681,10 +694,6 @@ mod tests {
             (
                 &[("GUESSGAME_REPLICAS", "five"), ("POD_NAME", "gg-0")],
                 "not a valid number",
-            ),
-            (
-                &[("GUESSGAME_REPLICAS", "3"), ("POD_NAME", "gg-3")],
-                "outside the ensemble",
             ),
             (
                 &[("GUESSGAME_REPLICAS", "3"), ("POD_NAME", "gg")],

@@ -370,6 +370,19 @@ mod tests {
                     winner: Some(("c3".into(), 45)),
                 }),
             },
+            Entry {
+                zxid: Zxid::new(3, 2),
+                op: Op::Config(Membership {
+                    voters: vec![Member {
+                        id: "node1".into(),
+                        address: "127.0.0.1:7101".into(),
+                    }],
+                    learners: vec![Member {
+                        id: "node6".into(),
+                        address: "h6:7100".into(),
+                    }],
+                }),
+            },
         ];
         let msgs = vec![
             Message::Hello {
@@ -393,6 +406,11 @@ mod tests {
                 entries,
                 commit: Zxid::new(1, 4),
             },
+            Message::NotMember {
+                epoch: 3,
+                config: Zxid::new(3, 2),
+            },
+            Message::StepDown { epoch: 3 },
         ];
         for m in msgs {
             let bytes = message_to_pb(&m).encode_to_vec();

@@ -46,9 +46,10 @@ proptest! {
     /// the engine alive, and never makes it commit past what it holds.
     #[test]
     fn arbitrary_message_sequences_do_not_panic_the_engine(
-        steps in proptest::collection::vec((0u8..6, any::<u64>(), any::<u64>(), any::<u32>()), 0..64)
+        steps in proptest::collection::vec((0u8..11, any::<u64>(), any::<u64>(), any::<u32>()), 0..64)
     ) {
-        use guessgame_node::core::{Credentials, Message, Zxid, Entry, Op};
+        use guessgame_node::core::{Credentials, Message, Zxid, Entry, Op, Member, Membership};
+        let member = |n: u64| Member { id: format!("node{}", 1 + n % 5), address: format!("127.0.0.1:{}", 7101 + n % 5) };
         let mut e = engine("node1");
         let mut now = 0;
         for (kind, a, b, v) in steps {
@@ -60,6 +61,12 @@ proptest! {
                 2 => Event::Message { from, msg: Message::Sync { epoch: a % 5, truncate_to: z, entries: vec![Entry { zxid: Zxid::new(a % 5, 0), op: Op::NewLeader { leader: "node2".into() } }], commit: Zxid::new(b % 5, a % 3) } },
                 3 => Event::Message { from, msg: Message::Proposal { epoch: a % 5, prev: z, entries: vec![Entry { zxid: Zxid::new(a % 5, 1 + b % 3), op: Op::Guess { round: 1, client: "x".into(), value: v % 101 } }], commit: z } },
                 4 => Event::Message { from, msg: Message::Ack { epoch: a % 5, zxid: z } },
+                // Configuration entries (a node outside any configuration sends too).
+                5 => Event::Message { from: format!("node{}", 1 + b % 7), msg: Message::Proposal { epoch: a % 5, prev: z, entries: vec![Entry { zxid: Zxid::new(a % 5, 1 + b % 3), op: Op::Config(Membership { voters: (0..1 + v as u64 % 4).map(|k| member(a + k)).collect(), learners: vec![member(b)] }) }], commit: z } },
+                6 => Event::Message { from, msg: Message::NotMember { epoch: a % 5, config: z } },
+                7 => Event::Message { from, msg: Message::StepDown { epoch: a % 5 } },
+                8 => Event::Propose { req: a, op: ClientOp::AddMember { member: member(b), voter: v % 2 == 0 } },
+                9 => Event::Propose { req: a, op: ClientOp::RemoveMember { id: member(b).id } },
                 _ => Event::Propose { req: a, op: ClientOp::Write { client: "c".into(), value: v % 101 } },
             };
             let _ = e.step(ev);

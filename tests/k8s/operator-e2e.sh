@@ -200,20 +200,15 @@ for ((try = 0; try < 100; try++)); do
   p=$((1100 + RANDOM % 1900)) # ports 11000..29999
   (((p + 1) * 10 > eph_lo)) && continue
   ok=1
-  for ((i = 0; i < 10; i++)); do port_free "$p$i" || ok=0; done # ordinals 0..8 (scaling), 9: never listened on
+  for ((i = 0; i < 10; i++)); do port_free "$p$i" || ok=0; done # ordinals 0..8 (scaling), 9: spare
   ((ok)) && PREFIX=$p && break
 done
 [[ -n $PREFIX ]] || die "no free block of loopback ports for the nodes"
 TEMPLATE="127.0.0.1:${PREFIX}{ordinal}"
 NODE_PID=()
-# The bootstrap configuration as a file: only for the workaround in start_node.
-{
-  echo "heartbeat_interval_ms = 100"
-  echo "election_timeout_ms = 1000"
-  for ((i = 0; i < REPLICAS; i++)); do printf '[[nodes]]\nid = "%s"\naddress = "%s"\n' "$GG-$i" "127.0.0.1:$PREFIX$i"; done
-} >"$WORK/bootstrap.toml"
-start_node() { # <ordinal>: the pod's container, in pod mode (GUESSGAME_REPLICAS: the bootstrap size)
-  local i=$1 t
+start_node() { # <ordinal>: the pod's container, in pod mode (GUESSGAME_REPLICAS: the bootstrap size;
+  # a pod past it starts outside the configuration and waits for the operator to add it)
+  local i=$1
   mkdir -p "$WORK/nodes/$GG-$i"
   GUESSGAME_REPLICAS=$REPLICAS POD_NAME="$GG-$i" POD_NAMESPACE=$NS GUESSGAME_PEER_TEMPLATE="$TEMPLATE" \
     GUESSGAME_HEARTBEAT_INTERVAL_MS=100 GUESSGAME_ELECTION_TIMEOUT_MS=1000 \
@@ -221,25 +216,6 @@ start_node() { # <ordinal>: the pod's container, in pod mode (GUESSGAME_REPLICAS
     </dev/null >>"$LOGS/node-$i.log" 2>&1 &
   NODE_PID[i]=$!
   PIDS+=("$!")
-  ((i < REPLICAS)) && return 0
-  # WORKAROUND: guessgame-node refuses a pod whose ordinal is >= $GUESSGAME_REPLICAS
-  # (PodSettings::from_vars: "outside the ensemble ... membership changes are not supported")
-  # although main.rs would start it outside the configuration. Until that is fixed, start such
-  # a node as pod mode would: outside the configuration, advertising its template address,
-  # waiting to be added. (--join names a port nothing listens on, so that the node never asks
-  # to be added itself: the operator adds it.)
-  for ((t = 0; t < 20; t++)); do
-    kill -0 "${NODE_PID[i]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  if ! kill -0 "${NODE_PID[i]}" 2>/dev/null && grep -q "outside the ensemble" "$LOGS/node-$i.log"; then
-    log "   WORKAROUND: pod mode refuses ordinal $i >= $REPLICAS; starting $GG-$i outside the configuration with --config/--join"
-    "$NODE_BIN" --config "$WORK/bootstrap.toml" --node-id "$GG-$i" --listen "127.0.0.1:$PREFIX$i" \
-      --advertise "127.0.0.1:$PREFIX$i" --join "127.0.0.1:${PREFIX}9" --data-dir "$WORK/nodes/$GG-$i" \
-      </dev/null >>"$LOGS/node-$i.log" 2>&1 &
-    NODE_PID[i]=$!
-    PIDS+=("$!")
-  fi
 }
 for ((i = 0; i < REPLICAS; i++)); do start_node "$i"; done
 log "members at $TEMPLATE (pids ${NODE_PID[*]})"
