@@ -55,6 +55,13 @@ impl NetCluster {
         self.nodes.start(&Self::id(k))
     }
 
+    /// Starts node `k` with `--join`, asking node `via` to add it back (after a removal it
+    /// keeps its old log, which the leader then syncs).
+    pub fn rejoin(&mut self, k: usize, via: usize) -> anyhow::Result<()> {
+        self.nodes.start_joining(&Self::id(k), &Self::id(via))?;
+        Ok(())
+    }
+
     pub fn start_all(&mut self) -> anyhow::Result<()> {
         self.nodes.start_all()
     }

@@ -214,7 +214,7 @@ async fn fault(
     let injected = |at: &mut u64| *at = start.elapsed().as_micros() as u64;
     let leader = current_leader(c).await;
     let pick = |rng: &mut Rng| 1 + rng.below(n as u64) as usize;
-    let what = match rng.below(6) {
+    let what = match rng.below(7) {
         0 | 1 => {
             let k = leader.unwrap_or_else(|| pick(rng));
             c.kill(k);
@@ -251,6 +251,33 @@ async fn fault(
             tokio::time::sleep(hold).await;
             c.net.heal()?;
             format!("partition {{node{l}, node{other}}} | rest (leader in minority)")
+        }
+        5 => {
+            // Membership: remove a member (the leader half of the time) through the log; it
+            // stops; then it asks to join again with its old log (learner, catch up, voter).
+            let k = if rng.below(2) == 0 {
+                leader.unwrap_or_else(|| pick(rng))
+            } else {
+                pick(rng)
+            };
+            let mut admin = guessgame_client::Client::new(&c.endpoints(), Duration::from_secs(15))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            injected(&mut at);
+            let removal = admin
+                .reconfig(guessgame_client::Reconfig::Remove {
+                    id: format!("node{k}"),
+                })
+                .await
+                .map(|_| "committed".to_string())
+                .unwrap_or_else(|e| format!("{:?}", e.kind));
+            tokio::time::sleep(hold).await;
+            let via = (k % n) + 1;
+            c.kill(k);
+            c.rejoin(k, via)?;
+            format!(
+                "reconfig remove node{k}{} ({removal}), then node{k} rejoins via node{via}",
+                if Some(k) == leader { " (leader)" } else { "" }
+            )
         }
         _ => {
             let a = pick(rng);
