@@ -1,8 +1,8 @@
 //! guessgame node: a ZAB-style replicated store running a number-guessing game.
 //!
 //! Map of the crate:
-//! - [`core`]: the pure protocol state machine (election, sync, broadcast) — events in,
-//!   outputs (persist, send, apply, reply) out; no I/O.
+//! - [`core`]: the pure protocol state machine (election, sync, broadcast, membership
+//!   changes through the log) — events in, outputs (persist, send, apply, reply) out; no I/O.
 //! - [`game`]: the replicated state machine (rounds, targets, guesses, results).
 //! - [`storage`]: the `LogStore` trait, `SqliteLog` (`logs_<node_id>.db`) and `MemoryStore`.
 //! - [`config`]: the TOML ensemble configuration shared with the client.
@@ -10,7 +10,8 @@
 //! - [`transport`]: batched, best-effort peer messaging over gRPC.
 //! - [`runtime`]: the engine thread: group commit, then sends/applies/replies.
 //! - [`service`]: the `Game` (clients) and `Peer` (members) gRPC services, forwarding.
-//! - [`server`]: `run(...)` — one node, with graceful shutdown.
+//! - [`server`]: `run(...)` — one node, with graceful shutdown (and `--join`: asking a
+//!   running ensemble to add it).
 //! - [`launcher`]: `guessgame-node all` — every configured node as a child process.
 
 pub mod config;

@@ -10,6 +10,10 @@
 //! durable), so storage may write a batch holding only that op without its own fsync.
 //!
 //! Time comes only from `Event::Tick { now_ms }`; randomness from a seeded generator.
+//!
+//! Membership is part of the log (`Op::Config`): every quorum is counted among the voters of
+//! the latest configuration in the node's log, and a leader changes it one voter at a time
+//! (the rules are in `Engine::reconfig_refusal`; README "Membership" says why they suffice).
 
 use std::collections::BTreeMap;
 
@@ -705,15 +709,16 @@ impl Engine {
                 // that cannot commit must not keep taking writes.
                 // Counted in the configuration in use (a leader being removed does not count
                 // itself).
-                let recent: Vec<NodeId> = l
+                let heard = l
                     .followers
                     .iter()
-                    .filter(|(_, f)| now.saturating_sub(f.last_heard) <= et)
-                    .map(|(m, _)| m.clone())
-                    .collect();
+                    .filter(|(m, f)| {
+                        now.saturating_sub(f.last_heard) <= et && self.config.is_voter(m)
+                    })
+                    .count()
+                    + usize::from(self.config.is_voter(&self.id));
                 let since = l.since;
                 let last_hb = l.last_hb;
-                let heard = self.voters_among(recent.iter(), true);
                 if heard < self.quorum() && now.saturating_sub(since) > et {
                     tracing::warn!(node = %self.id, heard, "leader lost its quorum; stepping down");
                     self.become_looking(out);
