@@ -111,10 +111,15 @@ fn real_main() -> anyhow::Result<()> {
                 .or(in_config.clone())
                 .or(cli.advertise.clone())
                 .context("--join needs --listen (the address to listen on)")?;
+            // Joining: where it listens is where it is (unless --advertise says otherwise);
+            // a configured node keeps its configured address even when it listens on, e.g.,
+            // 0.0.0.0.
+            let joining_at = cli.join.as_ref().and(cli.listen.clone());
             let advertise = cli
                 .advertise
                 .clone()
                 .or(pod_address)
+                .or(joining_at)
                 .or(in_config)
                 .or(cli.listen.clone());
             let options = server::NodeOptions {

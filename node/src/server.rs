@@ -189,10 +189,14 @@ pub async fn run_with(
             }
         })
     };
+    // A join the ensemble refuses for good (the id is taken at another address, the
+    // ensemble is full, ...) stops the node with that reason.
+    let (refused_tx, mut refused_rx) = tokio::sync::watch::channel(None::<String>);
     let shutdown = async move {
         tokio::select! {
             _ = shutdown => {}
             _ = removed_rx.wait_for(|r| *r) => {}
+            _ = refused_rx.wait_for(|r| r.is_some()) => {}
         }
     };
     if let Some(target) = options.join.clone() {
@@ -202,6 +206,7 @@ pub async fn run_with(
             advertise.clone(),
             config.request_timeout(),
             armed,
+            refused_tx.clone(),
         ));
     }
 
@@ -221,7 +226,11 @@ pub async fn run_with(
     let _ = commands.send(Command::Stop);
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     tracing::info!(node = %node_id, "stopped");
-    result.context("gRPC server")
+    result.context("gRPC server")?;
+    if let Some(why) = refused_tx.borrow().clone() {
+        anyhow::bail!("could not join the ensemble: {why}");
+    }
+    Ok(())
 }
 
 /// Asks the member at `target` to add this node, until the ensemble answers: a learner
@@ -232,6 +241,7 @@ async fn join(
     advertise: String,
     timeout: Duration,
     joined: Arc<AtomicBool>,
+    refused: tokio::sync::watch::Sender<Option<String>>,
 ) {
     use crate::proto::{game_client::GameClient, reconfig_request::Change, ErrorKind};
     let mut attempt = 0u32;
@@ -266,6 +276,7 @@ async fn join(
                         || e.kind == ErrorKind::InvalidArgument as i32 =>
                 {
                     tracing::error!(node = %node_id, via = %target, "the ensemble refused to add this node: {}", e.message);
+                    let _ = refused.send(Some(e.message));
                     return;
                 }
                 Some(e) => {

@@ -295,6 +295,29 @@ fn members_and_reconfig_on_the_command_line() {
     let o = cli(&cluster, &["reconfig", "add", "bad id!", "127.0.0.1:9"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 
+    // A node that asks to join under a taken id is refused for good, and stops saying why.
+    let spare = guessgame_client::cluster::free_ports(1).unwrap()[0];
+    let o = std::process::Command::new(find_binary("guessgame-node").unwrap())
+        .args(["--config"])
+        .arg(&cluster.config_path)
+        .args([
+            "--node-id",
+            "node1",
+            "--listen",
+            &format!("127.0.0.1:{spare}"),
+        ])
+        .args(["--join", &cluster.address("node2"), "--data-dir"])
+        .arg(cluster.dir.join("imposter"))
+        .env_remove("GUESSGAME_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("node1 is already a member"),
+        "{}",
+        stderr(&o)
+    );
+
     // A node that is not running cannot catch up: it stays a learner, exit 3 (retry).
     let o = cli(&cluster, &["reconfig", "add", "node9", "127.0.0.1:9"]);
     assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
