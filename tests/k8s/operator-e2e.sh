@@ -221,16 +221,33 @@ for ((i = 0; i < REPLICAS; i++)); do start_node "$i"; done
 log "members at $TEMPLATE (pids ${NODE_PID[*]})"
 
 step "starting guessgame-operator with the ServiceAccount kubeconfig"
-OP_HTTP="127.0.0.1:$(free_port "${PREFIX}0 ${PREFIX}1 ${PREFIX}2")"
-KUBECONFIG="$OPKC" GUESSGAME_MEMBER_ADDRESS="$TEMPLATE" GUESSGAME_OPERATOR_HTTP_ADDR="$OP_HTTP" \
-  GUESSGAME_OPERATOR_LOG_FORMAT=json GUESSGAME_OPERATOR_UNRESPONSIVE_SECONDS=$UNRESPONSIVE \
-  GUESSGAME_OPERATOR_REQUEUE_SECONDS=2 RUST_LOG=info,guessgame_operator=debug \
-  "$OPERATOR_BIN" </dev/null >"$LOGS/operator.log" 2>&1 &
-OP_PID=$!
-PIDS+=("$OP_PID")
+OP_PID="" OP_LOG="" OP_HTTP=""
+start_operator() { # <log file name>: an operator process on the host (the first one, or a
+  # fresh one after an interruption: the same environment); sets OP_PID, OP_LOG, OP_HTTP
+  OP_LOG="$LOGS/$1"
+  OP_HTTP="127.0.0.1:$(free_port "$(for ((i = 0; i < 10; i++)); do printf '%s ' "$PREFIX$i"; done)")"
+  KUBECONFIG="$OPKC" GUESSGAME_MEMBER_ADDRESS="$TEMPLATE" GUESSGAME_OPERATOR_HTTP_ADDR="$OP_HTTP" \
+    GUESSGAME_OPERATOR_LOG_FORMAT=json GUESSGAME_OPERATOR_UNRESPONSIVE_SECONDS=$UNRESPONSIVE \
+    GUESSGAME_OPERATOR_REQUEUE_SECONDS=2 RUST_LOG=info,guessgame_operator=debug \
+    "$OPERATOR_BIN" </dev/null >"$OP_LOG" 2>&1 &
+  OP_PID=$!
+  PIDS+=("$OP_PID")
+}
+OP_RC=""
+term_operator() { # SIGTERM the operator and wait for it to exit (10 s at most); sets OP_RC
+  local i
+  kill -TERM "$OP_PID"
+  for ((i = 0; i < 100; i++)); do kill -0 "$OP_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$OP_PID" 2>/dev/null && fail "operator (pid $OP_PID) still running 10s after SIGTERM"
+  set +e
+  wait "$OP_PID"
+  OP_RC=$?
+  set -e
+}
+start_operator operator.log
 eventually 30 "operator /readyz (CRD served, controller running)" curl -fsS "http://$OP_HTTP/readyz"
 check "operator /healthz" curl -fsS "http://$OP_HTTP/healthz"
-check "operator logs are JSON lines" bash -c "head -n 3 '$LOGS/operator.log' | jq -e . >/dev/null"
+check "operator logs are JSON lines" bash -c "head -n 3 '$OP_LOG' | jq -e . >/dev/null"
 
 # --- the GuessGame -------------------------------------------------------------------------------------
 step "kubectl apply a GuessGame ($REPLICAS replicas: manifests/guessgame.yaml with replicas changed)"
@@ -388,6 +405,8 @@ expect "$LEADER rejoined as" "$(jp gg/$GG "{.status.members[?(@.pod==\"$LEADER\"
 # --- scaling ------------------------------------------------------------------------------------------------
 # As the kubelet: a node process for every member pod the controller-manager creates, none for
 # the ones it deletes. A pod's volume is its data directory, kept while its PVC is the same.
+# The ordinals in KUBELET_HOLD (space-separated) are left Pending: their container does not start.
+KUBELET_HOLD=""
 declare -A POD_UID=() PVC_UID=()
 for ((i = 0; i < REPLICAS; i++)); do
   POD_UID[$i]="$(jp pod/$GG-$i '{.metadata.uid}')"
@@ -398,6 +417,7 @@ kubelet_sync() {
   for ((i = 0; i < 6; i++)); do
     uid="$(jp pod/$GG-$i '{.metadata.uid}' 2>/dev/null || true)"
     if [[ -n $uid ]]; then
+      [[ " $KUBELET_HOLD " == *" $i "* ]] && continue
       if [[ -z ${NODE_PID[i]:-} ]] || ! kill -0 "${NODE_PID[i]}" 2>/dev/null; then
         pvc="$(jp pvc/data-$GG-$i '{.metadata.uid}' 2>/dev/null || true)"
         if [[ ${PVC_UID[$i]:-} != "$pvc" ]]; then
@@ -495,7 +515,12 @@ PVC4="$(jp pvc/data-$GG-4 '{.metadata.uid}')"
 watch_status "$LOGS/status-scale-down.txt"
 check "kubectl patch gg spec.replicas=$REPLICAS" kubectl patch gg $GG -n "$NS" --type=merge -p "{\"spec\":{\"replicas\":$REPLICAS}}"
 synced 120 "scaled down: status.scaling cleared, $REPLICAS voters ready, Available" scaled_to "$REPLICAS"
-synced 30 "pods $GG-3, $GG-4 deleted (and their nodes stopped)" bash -c "[[ \$(kubectl get pods -n $NS -l guessgame.dev/instance=$GG -o name | wc -l) == $REPLICAS ]]"
+only_members_run() { # <voters>: no pods, and no node processes, past the first <voters>
+  local i
+  [[ $(kubectl get pods -n "$NS" -l guessgame.dev/instance=$GG -o name | wc -l) == "$1" ]] || return 1
+  for ((i = $1; i < 6; i++)); do [[ -z ${NODE_PID[i]:-} ]] || ! kill -0 "${NODE_PID[i]}" 2>/dev/null || return 1; done
+}
+synced 30 "pods $GG-3, $GG-4 deleted, and their nodes stopped" only_members_run "$REPLICAS"
 t_down=$((SECONDS - t_down))
 sleep 1
 stop_pid "$WATCH_PID"
@@ -542,6 +567,104 @@ check "metrics: guessgame_operator restarts counted" \
   bash -c "curl -fsS http://$OP_HTTP/metrics | tee '$LOGS/metrics.txt' | grep -E '^guessgame_operator_member_restarts_total(\\{[^}]*\\})? 2$'"
 check "no reconcile failures for Forbidden (RBAC) in the operator log" bash -c "! grep -q 'Forbidden\\|forbidden' '$LOGS/operator.log'"
 
+# --- an interrupted operator resumes scaling ---------------------------------------------------------------------
+# The scaling steps follow the ensemble's committed configuration (and status.scaling), not the
+# operator's memory: a fresh operator process continues where the previous one stopped, without
+# repeating a step.
+count_events() { events "$1" | grep -cF -- "$2" || true; }     # <reason> <text>
+more_events() { (($(count_events "$1" "$2") > $3)); }           # <reason> <text> <count before>
+step "operator stopped while scaling up: spec.replicas $REPLICAS -> 5, $GG-3's container held back"
+before_added3="$(count_events MemberAdded "$GG-3 (")" before_added4="$(count_events MemberAdded "$GG-4 (")"
+before_started="$(count_events ScalingStarted "scaling from $REPLICAS to 5 voters")"
+before_done="$(count_events ScalingDone "the ensemble has 5 voters")"
+before_failed="$(count_events ReconfigFailed "")"
+KUBELET_HOLD=3 # as the kubelet: demo-3's pod stays Pending (an image pull that takes long)
+watch_status "$LOGS/status-resume-up.txt"
+check "kubectl patch gg spec.replicas=5" kubectl patch gg $GG -n "$NS" --type=merge -p '{"spec":{"replicas":5}}'
+synced 60 "the operator waits for $GG-3 (status.scaling.step)" st_is scaling.step "wait $GG-3"
+expect "StatefulSet replicas (a pod for $GG-3)" "$(jp sts/$GG '{.spec.replicas}')" 4
+expect "pod $GG-3 phase (its container held back)" "$(jp pod/$GG-3 '{.status.phase}')" Pending
+sleep 3 # a few passes (requeued every second while scaling): nothing moves without demo-3
+expect "status.scaling 3s later" "$(st scaling.from)/$(st scaling.to)/$(st scaling.step)" "$REPLICAS/5/wait $GG-3"
+expect "members: still $REPLICAS voters" "$(voters_at 0)" "$GG-0 $GG-1 $GG-2"
+term_operator
+expect "operator exit code after SIGTERM mid-scale" "$OP_RC" 0
+expect "status.scaling kept with the operator stopped" "$(st scaling.from)/$(st scaling.to)/$(st scaling.step)" "$REPLICAS/5/wait $GG-3"
+KUBELET_HOLD=""
+kubelet_sync # demo-3's container starts
+start_operator operator-resumed-up.log
+log "   fresh operator pid $OP_PID (log $(basename "$OP_LOG"))"
+eventually 30 "fresh operator /readyz" curl -fsS "http://$OP_HTTP/readyz"
+synced 120 "the fresh operator finished the scale-up: status.scaling cleared, 5 voters ready, Available" scaled_to 5
+sleep 1
+stop_pid "$WATCH_PID"
+log "   statuses seen (scaling from/to/step/Progressing reason): $(uniq "$LOGS/status-resume-up.txt" | tr '\n' ' ')"
+check "status.scaling.from kept across the restart ($REPLICAS -> 5, waiting for $GG-4)" seen "$LOGS/status-resume-up.txt" "^$REPLICAS/5/wait $GG-4/Scaling$"
+expect "guessgame members (via $GG-0): 5 voters" "$(voters_at 0)" "$GG-0 $GG-1 $GG-2 $GG-3 $GG-4"
+expect "guessgame members (via $GG-3): 5 voters" "$(members_json 3 | jq -r .voters)" 5
+expect "StatefulSet replicas" "$(jp sts/$GG '{.spec.replicas}')" 5
+expect "status.members membership" "$(jp gg/$GG '{.status.members[*].membership}')" "voter voter voter voter voter"
+eventually 15 "Event ScalingDone (5 voters)" more_events ScalingDone "the ensemble has 5 voters" "$before_done"
+expect "MemberAdded Events for $GG-3 in this scaling (no double add)" $(($(count_events MemberAdded "$GG-3 (") - before_added3)) 1
+expect "MemberAdded Events for $GG-4 in this scaling" $(($(count_events MemberAdded "$GG-4 (") - before_added4)) 1
+expect "ScalingStarted Events in this scaling (the fresh operator continued it)" $(($(count_events ScalingStarted "scaling from $REPLICAS to 5 voters") - before_started)) 1
+expect "ReconfigFailed Events in this scaling" $(($(count_events ReconfigFailed "") - before_failed)) 0
+check "the fresh operator added $GG-3" grep -qF "$GG-3 (127.0.0.1:${PREFIX}3) added to the configuration" "$OP_LOG"
+expect "the write before scaling, read through $GG-3" "$(target_at 3)" 77
+expect "no pod restarted by scaling" "$(st restarts)" 2
+
+step "operator killed (SIGKILL) while scaling down: spec.replicas 5 -> $REPLICAS, right after its first MemberRemoved"
+before_removed3="$(count_events MemberRemoved "$GG-3 removed")" before_removed4="$(count_events MemberRemoved "$GG-4 removed")"
+before_started="$(count_events ScalingStarted "scaling from 5 to $REPLICAS voters")"
+before_done="$(count_events ScalingDone "the ensemble has $REPLICAS voters")"
+before_failed="$(count_events ReconfigFailed "")"
+log_lines="$(wc -l <"$OP_LOG")"
+watch_status "$LOGS/status-resume-down.txt"
+check "kubectl patch gg spec.replicas=$REPLICAS" kubectl patch gg $GG -n "$NS" --type=merge -p "{\"spec\":{\"replicas\":$REPLICAS}}"
+# The kill: at the end of the pass that removed demo-4 (its Event published, its status written),
+# read from the operator's log as it is written; the next steps (the StatefulSet to 4, removing
+# demo-3) are passes away. (A read loop, not awk: mawk would wait for a full input buffer.)
+killed=0 seen_removal=0
+while IFS= read -r line; do
+  [[ $line == *"$GG-4 removed from the configuration"* ]] && seen_removal=1
+  if ((seen_removal)) && [[ $line == *'"message":"reconciled"'* ]]; then
+    kill -KILL "$OP_PID"
+    killed=1
+    break
+  fi
+done < <(timeout 60 tail -n "+$((log_lines + 1))" -F --pid="$OP_PID" "$OP_LOG" 2>/dev/null)
+((killed)) || fail "no pass removing $GG-4 in the operator log within 60s (removal seen: $seen_removal)"
+{ wait "$OP_PID" || true; } 2>/dev/null # (and no "Killed" line from the shell)
+L_NOW="$(st leader)"
+DOWN_VOTERS="$(voters_at "${L_NOW##*-}")" DOWN_STS="$(jp sts/$GG '{.spec.replicas}')"
+log "   killed with: voters '$DOWN_VOTERS' (via $L_NOW), StatefulSet $DOWN_STS replicas, status.scaling '$(st scaling.step)'"
+expect "the configuration when the operator was killed ($GG-4 removed, $GG-3 not yet)" "$DOWN_VOTERS" "$GG-0 $GG-1 $GG-2 $GG-3"
+check "the StatefulSet not shrunk to $REPLICAS yet" test "$DOWN_STS" -gt "$REPLICAS"
+expect "status.scaling kept with the operator killed" "$(st scaling.from)/$(st scaling.to)" "5/$REPLICAS"
+start_operator operator-resumed-down.log
+log "   fresh operator pid $OP_PID (log $(basename "$OP_LOG"))"
+eventually 30 "fresh operator /readyz" curl -fsS "http://$OP_HTTP/readyz"
+synced 120 "the fresh operator finished the scale-down: status.scaling cleared, $REPLICAS voters ready, Available" scaled_to "$REPLICAS"
+synced 30 "pods $GG-3, $GG-4 deleted, and their nodes stopped" only_members_run "$REPLICAS"
+sleep 1
+stop_pid "$WATCH_PID"
+log "   statuses seen (scaling from/to/step/Progressing reason): $(uniq "$LOGS/status-resume-down.txt" | tr '\n' ' ')"
+expect "guessgame members: $REPLICAS voters" "$(voters_at 0)" "$GG-0 $GG-1 $GG-2"
+expect "StatefulSet replicas" "$(jp sts/$GG '{.spec.replicas}')" "$REPLICAS"
+expect "PDB maxUnavailable (3 voters: quorum 2)" "$(jp pdb/$GG '{.spec.maxUnavailable}')" 1
+eventually 15 "Event ScalingDone ($REPLICAS voters)" more_events ScalingDone "the ensemble has $REPLICAS voters" "$before_done"
+expect "MemberRemoved Events for $GG-4 in this scaling" $(($(count_events MemberRemoved "$GG-4 removed") - before_removed4)) 1
+expect "MemberRemoved Events for $GG-3 in this scaling" $(($(count_events MemberRemoved "$GG-3 removed") - before_removed3)) 1
+expect "ScalingStarted Events in this scaling (the fresh operator continued it)" $(($(count_events ScalingStarted "scaling from 5 to $REPLICAS voters") - before_started)) 1
+expect "ReconfigFailed Events in this scaling" $(($(count_events ReconfigFailed "") - before_failed)) 0
+check "the fresh operator removed $GG-3" grep -qF "$GG-3 removed from the configuration" "$OP_LOG"
+eventually 60 "PVCs data-$GG-3, data-$GG-4 deleted with their pods (whenScaled: Delete)" \
+  bash -c "[[ \$(kubectl get pvc -n $NS -o name | grep -c 'data-$GG-') == $REPLICAS ]]"
+expect "the write before scaling, read through $GG-0" "$(target_at 0)" 77
+expect "no pod restarted by scaling" "$(st restarts)" 2
+check "no Forbidden (RBAC) in the fresh operators' logs" \
+  bash -c "! grep -q 'Forbidden\\|forbidden' '$LOGS/operator-resumed-up.log' '$LOGS/operator-resumed-down.log'"
+
 # --- deletion: garbage collection through the owner references ------------------------------------------------
 step "deleting the GuessGame"
 check "kubectl delete gg $GG" kubectl delete gg $GG -n "$NS" --wait=true --timeout=30s
@@ -550,14 +673,9 @@ eventually 60 "garbage collector deleted the owned objects" gone
 expect "PVCs of the members retained (whenDeleted: Retain)" "$(kubectl get pvc -n "$NS" -o name | grep -c "data-$GG-")" "$REPLICAS"
 
 step "operator shutdown"
-kill -TERM "$OP_PID"
-set +e
-for ((i = 0; i < 100; i++)); do kill -0 "$OP_PID" 2>/dev/null || break; sleep 0.1; done
-wait "$OP_PID"
-rc=$?
-set -e
-expect "operator exit code after SIGTERM" "$rc" 0
-check "operator logged a graceful stop" grep -q "controller stopped" "$LOGS/operator.log"
+term_operator
+expect "operator exit code after SIGTERM" "$OP_RC" 0
+check "operator logged a graceful stop" grep -q "controller stopped" "$OP_LOG"
 t_tests=$((SECONDS - t_tests0))
 
 log "times: cargo build ${t_cargo}s, control-plane build/cache check ${t_cp_build}s, control plane start ${t_cp_up}s, tests ${t_tests}s; new leader shown ${t_new_leader}s after the kill"
