@@ -145,7 +145,8 @@ if "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
   log "base image $BASE: cached"
 else
   if [[ ! -s $ROOTFS_TAR ]]; then
-    MIRROR="$(debian_mirror | head -n1)"
+    MIRROR="$(debian_mirror)" # no `| head`: SIGPIPE + pipefail
+    MIRROR="${MIRROR%%$'\n'*}"
     [[ -n $MIRROR ]] || die "no Debian mirror for $SUITE in the apt sources"
     log "debootstrap --variant=minbase $SUITE from the host's Debian mirror"
     rootfs="$WORK/rootfs"

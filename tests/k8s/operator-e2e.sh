@@ -357,7 +357,7 @@ events() { # <reason>: the notes of this GuessGame's Events with that reason
   kubectl get events -n "$NS" -o json |
     jq -r --arg r "$1" --arg n "$GG" '.items[] | select(.reason == $r and .involvedObject.name == $n) | .message'
 }
-has_event() { events "$1" | grep -qF -- "$2"; } # <reason> <text>
+has_event() { events "$1" | grep -F -- "$2" >/dev/null; } # <reason> <text> (grep reads all: no SIGPIPE)
 eventually 15 "Event LeaderElected: $LEADER leads" has_event LeaderElected "$LEADER leads in epoch $EPOCH"
 # What `kubectl exec demo-0 -- guessgame read` runs: the client in a member's environment.
 in_pod() { # <ordinal> <command...>
@@ -545,7 +545,9 @@ expect "no pod restarted by scaling" "$(st restarts)" 1
 log "   scale up 3 -> 5 took ${t_up}s, scale down 5 -> 3 ${t_down}s"
 
 # --- crash loop ----------------------------------------------------------------------------------------------
-CRASH="$(jp gg/$GG '{range .status.members[?(@.role=="follower")]}{.pod}{"\n"}{end}' | head -n1)"
+# (No `| head`: with pipefail, kubectl killed by SIGPIPE would abort the script.)
+CRASH="$(jp gg/$GG '{range .status.members[?(@.role=="follower")]}{.pod}{"\n"}{end}')"
+CRASH="${CRASH%%$'\n'*}"
 step "restart rule: $CRASH in CrashLoopBackOff"
 declare -A UID_BEFORE=()
 for ((i = 0; i < REPLICAS; i++)); do UID_BEFORE[$GG-$i]="$(jp pod/$GG-$i '{.metadata.uid}')"; done
