@@ -322,6 +322,28 @@ where
         .await?)
 }
 
+/// Server-side apply of the whole status (a partial one would drop the fields it omits).
+async fn write_status(
+    client: &Client,
+    ns: &str,
+    gg: &GuessGame,
+    status: &GuessGameStatus,
+) -> Result<()> {
+    let api: Api<GuessGame> = Api::namespaced(client.clone(), ns);
+    let patch = Patch::Apply(serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "status": status,
+    }));
+    api.patch_status(
+        &gg.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &patch,
+    )
+    .await?;
+    Ok(())
+}
+
 /// The size the ensemble was created with (`GUESSGAME_REPLICAS`, only the bootstrap
 /// configuration): as recorded in the status, else in the ConfigMap, else (a status written
 /// by an operator that did not scale) the recorded size, else the StatefulSet's replicas,
@@ -513,7 +535,8 @@ async fn reconcile_inner(
     // A scaling under way towards another size is a new one.
     let ongoing = previous.scaling.clone().filter(|s| s.to == desired as i32);
     let voters_before = voters;
-    if let Some(first) = step.as_ref().filter(|s| **s != ScaleStep::Steady) {
+    if let Some(first_step) = step.clone().filter(|s| *s != ScaleStep::Steady) {
+        let first = &first_step;
         if ongoing.is_none() {
             let first = scaling_status(first, None, voters as usize, desired, pod)
                 .map(|s| s.step)
@@ -527,6 +550,19 @@ async fn reconcile_inner(
                 )
             };
             info!(guessgame = %gg.name_any(), "{note}");
+            // A first step that changes the membership is recorded before it is taken: an
+            // operator killed right after it commits then resumes this scaling (same
+            // `from`, no second ScalingStarted) instead of starting a new one.
+            if matches!(first_step, ScaleStep::Add { .. } | ScaleStep::Remove { .. }) {
+                let mut early = gg.status.clone().unwrap_or_default();
+                early.scaling = Some(ScalingStatus {
+                    from: voters,
+                    to: desired as i32,
+                    step: first.clone(),
+                    message: note.clone(),
+                });
+                write_status(client, ns, gg, &early).await?;
+            }
             ctx.publish(gg, EventType::Normal, "ScalingStarted", "Scale", note)
                 .await;
         }
@@ -855,18 +891,7 @@ async fn reconcile_inner(
     let unchanged =
         gg.status.as_ref() == Some(&status) || ctx.memory(key).status.as_ref() == Some(&status);
     if !unchanged {
-        let api: Api<GuessGame> = Api::namespaced(client.clone(), ns);
-        let patch = Patch::Apply(serde_json::json!({
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "status": status,
-        }));
-        api.patch_status(
-            &gg.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &patch,
-        )
-        .await?;
+        write_status(client, ns, gg, &status).await?;
     }
     // While there is no leader (an election, a lost quorum) look again soon, so that the new
     // leader shows within a second or two of its election; while scaling, take the next
@@ -1368,6 +1393,33 @@ mod tests {
         let status = api.last_status().unwrap();
         assert_eq!(status["replicas"], 3);
         assert!(status.get("scaling").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_first_removal_is_recorded_before_it_is_made_so_a_restart_resumes_it() {
+        let (gg, ctx, api, ensemble) = scaling_world(5, 3, 5, Ensemble::of(5, &[]));
+        reconcile(Arc::new(gg.clone()), ctx).await.unwrap();
+        assert_eq!(ensemble.state().config.len(), 4, "demo-4 removed");
+        // The pass wrote the scaling before removing demo-4, then its outcome.
+        let statuses = api.status_patches();
+        assert!(statuses.len() >= 2, "{statuses:?}");
+        let early = statuses[0]["status"]["scaling"].clone();
+        assert_eq!(
+            (early["from"].as_i64(), early["to"].as_i64()),
+            (Some(5), Some(3))
+        );
+        assert_eq!(early["step"], "remove demo-4");
+        // An operator killed right after the removal finds that status: a fresh one resumes
+        // the same scaling (from 5), without announcing a new one.
+        let (mut seen, ctx, api, _) = scaling_world(5, 3, 5, Ensemble::of(4, &[]));
+        seen.status = Some(serde_json::from_value(statuses[0]["status"].clone()).unwrap());
+        reconcile(Arc::new(seen), ctx).await.unwrap();
+        assert!(
+            !reasons(&api).contains(&"ScalingStarted".to_string()),
+            "{:?}",
+            reasons(&api)
+        );
+        assert_eq!(api.last_status().unwrap()["scaling"]["from"], 5);
     }
 
     #[tokio::test]

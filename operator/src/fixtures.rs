@@ -518,7 +518,7 @@ impl FakeApi {
         })
     }
 
-    fn status_patches(&self) -> Vec<Value> {
+    pub fn status_patches(&self) -> Vec<Value> {
         self.log()
             .into_iter()
             .filter(|r| r.method == "PATCH" && r.path.ends_with("/guessgames/demo/status"))
