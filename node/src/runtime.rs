@@ -61,11 +61,12 @@ pub struct NodeView {
     /// Voters in the configuration in use.
     pub members: usize,
     pub quorum: usize,
-    /// The configuration in use and the zxid of its entry (ZERO: bootstrap).
-    pub membership: Membership,
+    /// The configuration in use and the zxid of its entry (ZERO: bootstrap). Shared like the
+    /// game, and only rebuilt when the configuration changes (a view is published every turn).
+    pub membership: Arc<Membership>,
     pub config_zxid: Zxid,
     /// The latest committed configuration and its zxid.
-    pub committed_membership: Membership,
+    pub committed_membership: Arc<Membership>,
     pub committed_config_zxid: Zxid,
     /// A leader told us (or we committed) that the configuration leaves us out.
     pub removed: bool,
@@ -95,7 +96,21 @@ impl NodeView {
         }
     }
 
-    fn of(engine: &Engine, game: Arc<Game>) -> NodeView {
+    /// The view after a turn; the configurations are taken over from `previous` while their
+    /// zxids are unchanged.
+    fn of(engine: &Engine, game: Arc<Game>, previous: Option<&NodeView>) -> NodeView {
+        let config_zxid = engine.config_zxid();
+        let (committed_config_zxid, committed) = engine.committed_membership();
+        let membership = match previous {
+            Some(p) if p.config_zxid == config_zxid => p.membership.clone(),
+            _ => Arc::new(engine.membership().clone()),
+        };
+        let committed_membership = match previous {
+            Some(p) if p.committed_config_zxid == committed_config_zxid => {
+                p.committed_membership.clone()
+            }
+            _ => Arc::new(committed.clone()),
+        };
         NodeView {
             node_id: engine.id().clone(),
             role: engine.role(),
@@ -106,10 +121,10 @@ impl NodeView {
             committed: engine.committed(),
             members: engine.membership().voters.len(),
             quorum: engine.quorum(),
-            membership: engine.membership().clone(),
-            config_zxid: engine.config_zxid(),
-            committed_membership: engine.committed_membership().1.clone(),
-            committed_config_zxid: engine.committed_membership().0,
+            membership,
+            config_zxid,
+            committed_membership,
+            committed_config_zxid,
             removed: engine.is_removed(),
             game,
         }
@@ -132,6 +147,7 @@ pub fn spawn(
     let view = Arc::new(RwLock::new(NodeView::of(
         &engine,
         Arc::new(engine.game().clone()),
+        None,
     )));
     let shared = view.clone();
     let handle = std::thread::Builder::new()
@@ -270,7 +286,9 @@ impl Driver {
         self.refresh_addresses();
         outbox.send(self.transport.as_mut());
         let game = game.map(Arc::new).unwrap_or(old_game);
-        *self.view.write().expect("view lock") = NodeView::of(&self.engine, game);
+        let mut view = self.view.write().expect("view lock");
+        *view = NodeView::of(&self.engine, game, Some(&view));
+        drop(view);
         for (req, result) in replies {
             if let Some(tx) = self.replies.remove(&req) {
                 let _ = tx.send(result);

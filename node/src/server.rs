@@ -180,9 +180,12 @@ pub async fn run_with(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let v = view.read().expect("view lock").clone();
-                if v.removed && options.exit_when_removed && armed.load(Ordering::SeqCst) {
-                    tracing::warn!(node = %node_id, config = %v.committed_membership, "removed from the ensemble; stopping");
+                let (removed, config) = {
+                    let v = view.read().expect("view lock");
+                    (v.removed, v.committed_membership.clone())
+                };
+                if removed && options.exit_when_removed && armed.load(Ordering::SeqCst) {
+                    tracing::warn!(node = %node_id, %config, "removed from the ensemble; stopping");
                     let _ = removed_tx.send(true);
                     break;
                 }

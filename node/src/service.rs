@@ -16,13 +16,13 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
-use crate::core::{ClientError, ClientOp, ClientReply, Member, Membership, NodeId, RoleKind};
+use crate::core::{ClientError, ClientOp, ClientReply, Member, NodeId, RoleKind};
 use crate::game::{check_client_id, check_value, GameError};
 use crate::proto::{self as pb, game_client::GameClient, ErrorKind};
 use crate::runtime::{ClientResult, Command, NodeView, SharedView};
 use crate::transport::{channel, never_sent};
 use crate::wire::{
-    member_from_pb, member_to_pb, membership_to_pb, message_from_pb, result_to_pb, zxid_to_pb,
+    member_to_pb, membership_from_pb, membership_to_pb, message_from_pb, result_to_pb, zxid_to_pb,
 };
 
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -583,22 +583,6 @@ pub fn check_member(m: &pb::Member) -> Result<(), String> {
     Ok(())
 }
 
-fn membership_from_pb(members: Vec<pb::Member>) -> Result<Membership, crate::wire::WireError> {
-    let mut m = Membership::default();
-    for pm in members {
-        let voter = pm.voter;
-        let member = member_from_pb(pm)?;
-        if voter {
-            m.voters.push(member);
-        } else {
-            m.learners.push(member);
-        }
-    }
-    m.voters.sort();
-    m.learners.sort();
-    Ok(m)
-}
-
 #[tonic::async_trait]
 impl pb::peer_server::Peer for NodeServices {
     async fn deliver(
@@ -610,7 +594,13 @@ impl pb::peer_server::Peer for NodeServices {
         // added us, or a member added by an entry we do not hold yet); anything else is
         // not a peer.
         let known = self.inner.config.address_of(&batch.from).is_some()
-            || self.view().address_of(&batch.from).is_some();
+            || self
+                .inner
+                .view
+                .read()
+                .expect("view lock")
+                .address_of(&batch.from)
+                .is_some();
         let from_address = (!batch.from_address.is_empty()).then(|| batch.from_address.clone());
         if !known && from_address.is_none() {
             return Err(Status::permission_denied(format!(

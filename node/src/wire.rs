@@ -156,6 +156,23 @@ pub fn membership_to_pb(m: &Membership) -> Vec<pb::Member> {
         .collect()
 }
 
+/// The inverse of [`membership_to_pb`].
+pub fn membership_from_pb(members: Vec<pb::Member>) -> Result<Membership, WireError> {
+    let mut m = Membership::default();
+    for pm in members {
+        let voter = pm.voter;
+        let member = member_from_pb(pm)?;
+        if voter {
+            m.voters.push(member);
+        } else {
+            m.learners.push(member);
+        }
+    }
+    m.voters.sort();
+    m.learners.sort();
+    Ok(m)
+}
+
 pub fn member_from_pb(m: pb::Member) -> Result<Member, WireError> {
     if m.id.is_empty() {
         return Err(WireError::Invalid("a member without an id".into()));

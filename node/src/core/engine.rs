@@ -472,15 +472,18 @@ impl Engine {
     /// Everyone this node may need to talk to: members of the configuration in use, of the
     /// committed one, and of the bootstrap (with their addresses, where known).
     pub fn known_members(&self) -> Vec<Member> {
-        let mut all: Vec<Member> = self
-            .config
-            .all()
-            .chain(self.committed_membership().1.all())
-            .chain(self.bootstrap.all())
+        self.others_in(&[&self.config, self.committed_membership().1, &self.bootstrap])
+    }
+
+    /// Everyone but us in any of `configs`, by id (the first address wins).
+    fn others_in(&self, configs: &[&Membership]) -> Vec<Member> {
+        let mut all: Vec<Member> = configs
+            .iter()
+            .flat_map(|c| c.all())
             .filter(|m| m.id != self.id)
             .cloned()
             .collect();
-        all.sort();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
         all.dedup_by(|a, b| a.id == b.id);
         all
     }
@@ -558,13 +561,13 @@ impl Engine {
 
     /// The `quorum`-th highest of `values` taken over the voters (this node's own value is
     /// `mine`, counted only if it votes), or `None` when there are fewer voters than a quorum.
-    fn quorum_value<T: Ord + Copy>(
+    fn quorum_value<'a, T: Ord + Copy>(
         &self,
-        followers: impl Iterator<Item = (NodeId, T)>,
+        followers: impl Iterator<Item = (&'a NodeId, T)>,
         mine: T,
     ) -> Option<T> {
         let mut values: Vec<T> = followers
-            .filter(|(m, _)| *m != self.id && self.config.is_voter(m))
+            .filter(|(m, _)| **m != self.id && self.config.is_voter(m))
             .map(|(_, v)| v)
             .collect();
         if self.is_voter() {
@@ -939,10 +942,11 @@ impl Engine {
         for e in &self.log[self.commit_len..] {
             speculative.apply(e);
         }
-        let mut followers = BTreeMap::new();
-        for m in self.replication_targets() {
-            followers.insert(m, FollowerProgress::default());
-        }
+        let targets = self.replication_targets();
+        let followers = targets
+            .iter()
+            .map(|m| (m.clone(), FollowerProgress::default()))
+            .collect();
         self.role = Role::Leading(Box::new(LeaderState {
             epoch,
             since: self.now,
@@ -961,7 +965,7 @@ impl Engine {
         self.synced = true;
         self.heard.clear();
         for (m, summary) in acks {
-            if m != self.id && self.replication_targets().contains(&m) {
+            if m != self.id && targets.contains(&m) {
                 self.sync_follower(&m, &summary, out);
             }
         }
@@ -971,16 +975,10 @@ impl Engine {
     /// Who a leader replicates to: members of the configuration in use and of the committed
     /// one (a member being removed keeps receiving the log until its removal commits).
     fn replication_targets(&self) -> Vec<NodeId> {
-        let mut ids: Vec<NodeId> = self
-            .config
-            .all()
-            .chain(self.committed_membership().1.all())
-            .filter(|m| m.id != self.id)
-            .map(|m| m.id.clone())
-            .collect();
-        ids.sort();
-        ids.dedup();
-        ids
+        self.others_in(&[&self.config, self.committed_membership().1])
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
     }
 
     /// Leader: makes the follower set match [`Self::replication_targets`]; a member no
@@ -1159,6 +1157,13 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// `from` led `epoch` and left the ensemble (its `StepDown` reached us).
+    fn departed(&self, from: &NodeId, epoch: u64) -> bool {
+        self.departed
+            .as_ref()
+            .is_some_and(|(leader, e)| leader == from && *e == epoch)
     }
 
     /// A leader says its committed configuration leaves us out: stop taking part (until a
@@ -1381,7 +1386,7 @@ impl Engine {
     /// Common checks for messages only a leader sends. Returns true when `from` is the
     /// leader of our accepted epoch and we are (now) following it.
     fn check_leader_message(&mut self, from: &NodeId, epoch: u64, out: &mut Vec<Output>) -> bool {
-        if self.departed.as_ref() == Some(&(from.clone(), epoch)) {
+        if self.departed(from, epoch) {
             return false;
         }
         if epoch < self.accepted_epoch {
@@ -1422,7 +1427,7 @@ impl Engine {
         commit: Zxid,
         out: &mut Vec<Output>,
     ) {
-        if epoch < self.accepted_epoch || self.departed.as_ref() == Some(&(from.clone(), epoch)) {
+        if epoch < self.accepted_epoch || self.departed(&from, epoch) {
             return;
         }
         if matches!(self.role, Role::Leading(_)) {
@@ -1636,7 +1641,7 @@ impl Engine {
         // Counted over the voters of the configuration in use, committed or not (the
         // single-server change rule: consecutive configurations share a majority).
         let Some(candidate) =
-            self.quorum_value(l.followers.iter().map(|(m, f)| (m.clone(), f.acked)), last)
+            self.quorum_value(l.followers.iter().map(|(m, f)| (m, f.acked)), last)
         else {
             return;
         };
@@ -1851,6 +1856,14 @@ impl Engine {
         out.push(Output::Reply { req, result });
     }
 
+    /// The change asked for is already in effect: answer with the configuration as it is
+    /// (so that a repeated request is harmless).
+    fn reply_unchanged(&self, out: &mut Vec<Output>, req: RequestId) {
+        let zxid = self.config_zxid();
+        let membership = self.config.clone();
+        self.reply(out, req, Ok(ClientReply::Reconfigured { zxid, membership }));
+    }
+
     fn refuse_reconfig(&self, out: &mut Vec<Output>, req: RequestId, reason: String) {
         self.reply(
             out,
@@ -1908,10 +1921,7 @@ impl Engine {
         }
         let deadline = self.now + 10 * self.timing.election_timeout_ms;
         let stage = if is_voter || (!voter && self.config.is_learner(&member.id)) {
-            // Already there: nothing to change.
-            let zxid = self.config_zxid();
-            let membership = self.config.clone();
-            return self.reply(out, req, Ok(ClientReply::Reconfigured { zxid, membership }));
+            return self.reply_unchanged(out, req);
         } else if self.config.is_learner(&member.id) {
             ReconfigStage::CatchingUp
         } else {
@@ -1943,9 +1953,7 @@ impl Engine {
             return self.reply(out, req, Err(e));
         }
         if !self.config.contains(&id) {
-            let zxid = self.config_zxid();
-            let membership = self.config.clone();
-            return self.reply(out, req, Ok(ClientReply::Reconfigured { zxid, membership }));
+            return self.reply_unchanged(out, req);
         }
         if self.config.is_voter(&id) && self.config.voters.len() == 1 {
             return self.refuse_reconfig(out, req, format!("{id} is the last voter"));
@@ -2066,10 +2074,9 @@ impl Engine {
         if l.reads.is_empty() {
             return;
         }
-        let Some(confirmed) = self.quorum_value(
-            l.followers.iter().map(|(m, f)| (m.clone(), f.hb_acked)),
-            u64::MAX,
-        ) else {
+        let Some(confirmed) =
+            self.quorum_value(l.followers.iter().map(|(m, f)| (m, f.hb_acked)), u64::MAX)
+        else {
             return;
         };
         let Role::Leading(l) = &mut self.role else {
