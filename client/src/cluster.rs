@@ -61,10 +61,8 @@ pub struct LocalCluster {
     children: BTreeMap<String, Child>,
     /// Per node: a command the node binary is started under (e.g. `ip netns exec <ns>`).
     launchers: BTreeMap<String, Vec<String>>,
-    /// Nodes outside the configuration file, started with `--join`: id → address.
-    joiners: BTreeMap<String, String>,
-    /// For each joiner, the member it asks to add it.
-    join_via: BTreeMap<String, String>,
+    /// Nodes started with `--join`: id → (address, address of the member it asks to add it).
+    joiners: BTreeMap<String, (String, String)>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -102,7 +100,6 @@ impl LocalCluster {
             children: BTreeMap::new(),
             launchers: BTreeMap::new(),
             joiners: BTreeMap::new(),
-            join_via: BTreeMap::new(),
             _tempdir: tempdir,
         })
     }
@@ -137,12 +134,12 @@ impl LocalCluster {
         let address = match self.config.address_of(id) {
             Some(a) => a.to_string(),
             None => match self.joiners.get(id) {
-                Some(a) => a.clone(),
+                Some((a, _)) => a.clone(),
                 None => format!("127.0.0.1:{}", free_ports(1)?[0]),
             },
         };
-        self.joiners.insert(id.to_string(), address.clone());
-        self.join_via.insert(id.to_string(), self.address(via));
+        let via = self.address(via);
+        self.joiners.insert(id.to_string(), (address.clone(), via));
         self.start(id)?;
         Ok(address)
     }
@@ -158,7 +155,7 @@ impl LocalCluster {
 
     pub fn address(&self, id: &str) -> String {
         match self.joiners.get(id) {
-            Some(a) => a.clone(),
+            Some((a, _)) => a.clone(),
             None => self.config.address_of(id).expect("known node").to_string(),
         }
     }
@@ -199,9 +196,9 @@ impl LocalCluster {
             }
             None => Command::new(&self.node_bin),
         };
-        if let Some(via) = self.join_via.get(id) {
+        if let Some((address, via)) = self.joiners.get(id) {
             cmd.arg("--listen")
-                .arg(self.address(id))
+                .arg(address)
                 .arg("--join")
                 .arg(via)
                 .arg("--data-dir")

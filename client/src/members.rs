@@ -85,13 +85,7 @@ impl Client {
     /// The configuration, preferably as the leader knows it (a follower may lag): asks the
     /// endpoints in turn, and if the first answer names another leader, asks that one.
     pub async fn configuration(&mut self) -> Result<Configuration, ClientError> {
-        let first = self
-            .with_failover(true, |mut c| async move {
-                let r = c.members(pb::MembersRequest {}).await?.into_inner();
-                Ok(Ok(r))
-            })
-            .await?;
-        let mut config = configuration_of(first);
+        let mut config = self.members_rpc().await?;
         if let Some(leader) = config.leader.clone().filter(|l| *l != config.node) {
             if let Some(address) = config
                 .members
@@ -101,17 +95,22 @@ impl Client {
                 .map(|m| m.address.clone())
             {
                 let mut at_leader = Client::new(&[(leader, address)], self.timeout)?;
-                if let Ok(r) = at_leader
-                    .with_failover(true, |mut c| async move {
-                        Ok(Ok(c.members(pb::MembersRequest {}).await?.into_inner()))
-                    })
-                    .await
-                {
-                    config = configuration_of(r);
+                if let Ok(c) = at_leader.members_rpc().await {
+                    config = c;
                 }
             }
         }
         Ok(config)
+    }
+
+    /// One `Members` call, to the first endpoint that answers.
+    async fn members_rpc(&mut self) -> Result<Configuration, ClientError> {
+        let r = self
+            .with_failover(true, |mut c| async move {
+                Ok(Ok(c.members(pb::MembersRequest {}).await?.into_inner()))
+            })
+            .await?;
+        Ok(configuration_of(r))
     }
 
     /// The configuration and every member's own status.

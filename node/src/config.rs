@@ -279,7 +279,7 @@ fn parse_env<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigE
 }
 
 /// `web-3` → (`web`, 3). Only canonical ordinals (no sign, no leading zeros).
-fn split_pod_name(pod: &str) -> Option<(&str, usize)> {
+pub fn split_pod_name(pod: &str) -> Option<(&str, usize)> {
     let (prefix, ordinal) = pod.rsplit_once('-')?;
     let n: usize = ordinal.parse().ok()?;
     (!prefix.is_empty() && n.to_string() == ordinal).then_some((prefix, n))

@@ -1492,6 +1492,14 @@ impl Sim {
         mean_ms > 0 && self.rng.chance(STEP_MS as f64 / mean_ms as f64)
     }
 
+    /// `chaos` until virtual time `end_ms`.
+    fn chaos_until(&mut self, chaos: &Chaos, end_ms: u64) {
+        let mut partition_until = None;
+        while self.now < end_ms {
+            self.chaos_step(chaos, &mut partition_until);
+        }
+    }
+
     /// One step of faults and client traffic, then one step of time.
     fn chaos_step(&mut self, chaos: &Chaos, partition_until: &mut Option<u64>) {
         let n = self.n();
@@ -1675,11 +1683,8 @@ fn membership_run(name: &'static str, seed: u64, fault_ms: u64) -> Sim {
         client_every_ms: rng.range(30, 200),
         reconfig_every_ms: rng.range(300, 2_000),
     };
-    let mut partition_until = None;
     let end = sim.now + fault_ms;
-    while sim.now < end {
-        sim.chaos_step(&chaos, &mut partition_until);
-    }
+    sim.chaos_until(&chaos, end);
     sim.heal_and_check();
     sim
 }
@@ -1721,11 +1726,8 @@ fn campaign_run(name: &'static str, seed: u64, fault_ms: u64) -> Sim {
         client_every_ms: rng.range(30, 200),
         reconfig_every_ms: 0,
     };
-    let mut partition_until = None;
     let end = sim.now + fault_ms;
-    while sim.now < end {
-        sim.chaos_step(&chaos, &mut partition_until);
-    }
+    sim.chaos_until(&chaos, end);
     sim.heal_and_check();
     sim
 }
@@ -1945,10 +1947,7 @@ fn no_two_leaders_in_one_epoch_under_partitions() {
             client_every_ms: 60,
             reconfig_every_ms: 0,
         };
-        let mut until = None;
-        while sim.now < 30_000 {
-            sim.chaos_step(&chaos, &mut until);
-        }
+        sim.chaos_until(&chaos, 30_000);
         sim.heal_and_check();
         if sim.leaders.len() < 3 {
             sim.fail(format!(
@@ -2054,10 +2053,7 @@ fn commits_are_applied_in_zxid_order() {
             client_every_ms: 25,
             reconfig_every_ms: 0,
         };
-        let mut until = None;
-        while sim.now < 15_000 {
-            sim.chaos_step(&chaos, &mut until);
-        }
+        sim.chaos_until(&chaos, 15_000);
         sim.heal_and_check();
         // The harness checked every Apply against the global sequence and zxid order; make
         // sure there was plenty to check, on every node.
@@ -2125,10 +2121,7 @@ fn survives_message_drop_duplication_and_reorder() {
             client_every_ms: 30,
             reconfig_every_ms: 0,
         };
-        let mut until = None;
-        while sim.now < 20_000 {
-            sim.chaos_step(&chaos, &mut until);
-        }
+        sim.chaos_until(&chaos, 20_000);
         let acked = sim.stats.writes_ok + sim.stats.guesses_ok;
         if acked < 20 {
             sim.fail(format!(

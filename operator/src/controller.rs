@@ -38,7 +38,8 @@ use crate::crd::{
 };
 use crate::policy::{
     condition_values, decide_restart, decide_scale, is_true, replicas_refusal, scaling_status,
-    to_conditions, ConfigMember, MemberView, Observation, Restart, ScaleInput, ScaleStep,
+    to_conditions, valid_size, ConfigMember, MemberView, Observation, Restart, ScaleInput,
+    ScaleStep,
 };
 use crate::resources::{self, MemberAddress, FIELD_MANAGER, INSTANCE_LABEL};
 use crate::{Error, Metrics, Result};
@@ -355,7 +356,7 @@ pub fn bootstrap_size(
     statefulset: Option<&StatefulSet>,
     spec: i32,
 ) -> i32 {
-    let valid = |r: &i32| (1..=9).contains(r) && r % 2 == 1;
+    let valid = |r: &i32| valid_size(*r);
     recorded
         .filter(valid)
         .or_else(|| {

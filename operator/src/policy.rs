@@ -181,11 +181,9 @@ pub struct ConfigMember {
 impl ConfigMember {
     /// The member `id` of the StatefulSet `statefulset`.
     pub fn new(id: &str, statefulset: &str, voter: bool) -> ConfigMember {
-        let ordinal = id
-            .strip_prefix(statefulset)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .filter(|n| !n.is_empty() && (n.len() == 1 || !n.starts_with('0')))
-            .and_then(|n| n.parse().ok());
+        let ordinal = guessgame_node::config::split_pod_name(id)
+            .filter(|(prefix, _)| *prefix == statefulset)
+            .map(|(_, n)| n);
         ConfigMember {
             id: id.into(),
             ordinal,
@@ -576,10 +574,15 @@ pub fn condition_values(o: &Observation) -> Vec<ConditionValue> {
     vec![available_c, progressing_c, degraded_c, scale_c]
 }
 
+/// An ensemble size the operator runs: odd, 1 to 9.
+pub fn valid_size(voters: i32) -> bool {
+    (1..=9).contains(&voters) && voters % 2 == 1
+}
+
 /// Why `spec.replicas` cannot be applied, if it cannot: an ensemble has an odd number of
 /// voters, 1 to 9 (the CRD's schema refuses other values; an older CRD may not).
 pub fn replicas_refusal(requested: i32, replicas: i32) -> Option<String> {
-    (!(1..=9).contains(&requested) || requested % 2 == 0).then(|| {
+    (!valid_size(requested)).then(|| {
         format!(
             "spec.replicas = {requested} is not applied: an ensemble has an odd number of \
              voters, 1 to 9; it stays at {replicas}"
