@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build (or reuse from cache) pinned kube-apiserver, kube-controller-manager, kubectl,
-# etcd and helm from Go modules only - no container registry, no GitHub.
+# Build (or reuse from cache) pinned kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubelet, kube-proxy, kubectl, etcd and helm from Go modules only - no container registry, no GitHub.
 #
 #   tests/k8s/build-control-plane.sh            # build what is missing/stale, print bin dir
 #   tests/k8s/build-control-plane.sh --force    # rebuild everything
@@ -51,6 +51,7 @@ is_fresh() { # <module> <binary>
 
 declare -A MODULE_OF=(
   [kube-apiserver]=kubernetes [kube-controller-manager]=kubernetes [kubectl]=kubernetes
+  [kube-scheduler]=kubernetes [kubelet]=kubernetes [kube-proxy]=kubernetes
   [etcd]=etcd [helm]=helm
 )
 compute_todo() {
@@ -83,6 +84,7 @@ if ! flock -n 9; then
 fi
 
 export CGO_ENABLED=0 GOWORK=off
+go_proxy_offline_safe
 export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
 tmp="$(mktemp -d "$K8S_CACHE_ROOT/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
@@ -118,12 +120,11 @@ for m in "${todo_modules[@]}"; do
           "-X '$pkg.buildDate=${build_date:-1970-01-01T00:00:00Z}'"
         )
       done
-      log "building kube-apiserver, kube-controller-manager, kubectl $KUBERNETES_VERSION (-p $JOBS; this takes long on 2 cores)"
+      log "building ${KUBE_BINARIES[*]} $KUBERNETES_VERSION (-p $JOBS; this takes long on 2 cores)"
+      # One `go build` for all of them: they share most packages, so each is compiled once.
       go build -p "$JOBS" -tags "$KUBE_TAGS" -ldflags "${ldflags[*]}" -o "$tmp/" \
-        k8s.io/kubernetes/cmd/kube-apiserver \
-        k8s.io/kubernetes/cmd/kube-controller-manager \
-        k8s.io/kubernetes/cmd/kubectl
-      install_bins kubernetes kube-apiserver kube-controller-manager kubectl
+        "${KUBE_BINARIES[@]/#/k8s.io/kubernetes/cmd/}"
+      install_bins kubernetes "${KUBE_BINARIES[@]}"
       ;;
     etcd)
       log "building etcd $ETCD_VERSION"
@@ -165,6 +166,9 @@ check_version() { # <expected substring> <cmd...>
 }
 check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kube-apiserver" --version
 check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kube-controller-manager" --version
+check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kube-scheduler" --version
+check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kubelet" --version
+check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kube-proxy" --version
 check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kubectl" version --client
 check_version "${ETCD_VERSION#v}" "$K8S_BIN_DIR/etcd" --version
 check_version "$HELM_VERSION" "$K8S_BIN_DIR/helm" version --short

@@ -25,7 +25,9 @@ K8S_CACHE_ROOT="${GUESSGAME_K8S_CACHE:-$HOME/.cache/guessgame-k8s}"
 # shellcheck disable=SC2034 # used by the scripts that source this file
 K8S_BIN_DIR="${GUESSGAME_K8S_BIN:-$K8S_CACHE_ROOT/$KUBERNETES_VERSION/bin}"
 # shellcheck disable=SC2034
-K8S_BINARIES=(kube-apiserver kube-controller-manager kubectl etcd helm)
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+# shellcheck disable=SC2034
+K8S_BINARIES=("${KUBE_BINARIES[@]}" etcd helm)
 
 # Pick a free TCP port on 127.0.0.1 that is not in the space-separated list $1.
 # Chosen below the kernel's ephemeral range, so outgoing connections (which take their local
@@ -45,3 +47,36 @@ free_port() {
   done
   die "no free loopback port found"
 }
+
+# The module proxy only: a `direct` fallback would try the module's own host (DNS lookups
+# that cannot succeed here, and traffic we do not want from a test build).
+go_proxy_offline_safe() {
+  local p
+  p="$(go env GOPROXY)"
+  p="${p%,direct}" p="${p%|direct}"
+  [[ -n $p && $p != direct && $p != off ]] || die "GOPROXY ($p) names no module proxy"
+  export GOPROXY="$p"
+}
+
+# --- the one-node cluster (cluster-up.sh, cluster-down.sh, cluster-load.sh) ---------------------
+# Images made here and imported into the node (addon-images.sh); `localhost/` on purpose: should
+# anything ever try to pull one, it would ask loopback.
+# shellcheck disable=SC2034
+PAUSE_IMAGE=localhost/guessgame-k8s/pause:3.10
+# shellcheck disable=SC2034
+COREDNS_IMAGE=localhost/guessgame-k8s/coredns:v1.14.6
+# shellcheck disable=SC2034
+LOCAL_PATH_IMAGE=localhost/guessgame-k8s/local-path-provisioner:v0.0.30
+# shellcheck disable=SC2034
+BUSYBOX_IMAGE=localhost/guessgame-k8s/busybox:1.35
+# Host-wide settings a kubelet, kube-proxy or containerd may change (most network settings are
+# per namespace, these are not): saved by cluster-up.sh, restored and checked by cluster-down.sh.
+# shellcheck disable=SC2034
+HOST_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+  kernel.keys.root_maxkeys kernel.keys.root_maxbytes fs.inotify.max_user_watches
+  fs.inotify.max_user_instances net.netfilter.nf_conntrack_max net.ipv4.ip_forward
+  net.bridge.bridge-nf-call-iptables net.ipv4.conf.all.route_localnet)
+# Host paths they write outside the work directory (removed again if they did not exist before).
+# shellcheck disable=SC2034
+HOST_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /run/containerd
+  /etc/cni /opt/cni /var/lib/containerd /run/netns)

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Start a real Kubernetes control plane on loopback (the envtest approach):
 # etcd + kube-apiserver + kube-controller-manager, no kubelet, no scheduler.
+# cluster-up.sh uses it for a whole one-node cluster, with these settings (env):
+#   GUESSGAME_K8S_NETNS=<name>     run all three inside /run/netns/<name> (nsenter --net)
+#   GUESSGAME_K8S_API_BIND=<ip>    the apiserver's bind and advertise address (default 127.0.0.1)
+#   GUESSGAME_K8S_SERVICE_CIDR     default 10.0.0.0/24; the `kubernetes` Service gets its first IP
+#   GUESSGAME_K8S_NODES=1          real nodes will join: Node,RBAC authorization + NodeRestriction,
+#                                  the `kubernetes` Endpoints kept (lease reconciler), and a client
+#                                  certificate for the apiserver's calls to kubelets
 #
 #   eval "$(tests/k8s/start-control-plane.sh /tmp/cp)"   # sets KUBECONFIG and PATH
 #   kubectl get ns
@@ -25,6 +32,17 @@ if compgen -G "$PIDS/*.pid" >/dev/null; then
 fi
 
 command -v openssl >/dev/null || die "openssl is required"
+NETNS="${GUESSGAME_K8S_NETNS:-}"
+API_BIND="${GUESSGAME_K8S_API_BIND:-127.0.0.1}"
+SERVICE_CIDR="${GUESSGAME_K8S_SERVICE_CIDR:-10.0.0.0/24}"
+WITH_NODES="${GUESSGAME_K8S_NODES:-0}"
+[[ -z $NETNS || -e /run/netns/$NETNS ]] || die "GUESSGAME_K8S_NETNS=$NETNS: no /run/netns/$NETNS"
+[[ $SERVICE_CIDR =~ ^([0-9]+\.[0-9]+\.[0-9]+)\.0/([0-9]+)$ ]] ||
+  die "GUESSGAME_K8S_SERVICE_CIDR=$SERVICE_CIDR: expected a.b.c.0/n"
+KUBERNETES_SVC_IP="${BASH_REMATCH[1]}.1"
+# innet <cmd...>: run in the control plane's network namespace (nsenter --net, not `ip netns
+# exec`: that one also remounts /sys, which breaks runc for a kubelet started the same way).
+innet() { if [[ -n $NETNS ]]; then nsenter --net="/run/netns/$NETNS" "$@"; else "$@"; fi; }
 command -v curl >/dev/null || die "curl is required"
 
 "$K8S_HARNESS_DIR/build-control-plane.sh" >/dev/null
@@ -66,10 +84,11 @@ sign() {
     -days 3650 -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt"
   rm -f "$PKI/$name.csr" "$PKI/$name.ext"
 }
-SERVICE_CIDR="10.0.0.0/24"
-KUBERNETES_SVC_IP="10.0.0.1"
-sign apiserver "/CN=kube-apiserver" serverAuth \
-  "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$KUBERNETES_SVC_IP"
+api_san="DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$KUBERNETES_SVC_IP"
+[[ $API_BIND == 127.0.0.1 ]] || api_san+=",IP:$API_BIND"
+sign apiserver "/CN=kube-apiserver" serverAuth "$api_san"
+# The apiserver's identity towards kubelets (logs, exec, port-forward), as kubeadm makes it.
+sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
 # Users are client certificates: CN = user name, O = groups.
 sign admin "/O=system:masters/CN=guessgame-admin" clientAuth
 sign kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
@@ -94,10 +113,12 @@ chmod 600 "$PKI"/*.key
 daemon() {
   local name=$1
   shift
-  setsid "$@" </dev/null >"$LOGS/$name.log" 2>&1 &
+  setsid "${INNET[@]}" "$@" </dev/null >"$LOGS/$name.log" 2>&1 &
   echo $! >"$PIDS/$name.pid"
   log "started $name (pid $!), log $LOGS/$name.log"
 }
+INNET=()
+[[ -z $NETNS ]] || INNET=(nsenter --net="/run/netns/$NETNS")
 alive() { kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
 # wait_up <timeout> <name> <probe...>: 0 when the probe passes, 1 when the process exited
 # (its pid file is removed), dies on timeout.
@@ -170,25 +191,38 @@ run_etcd() {
     --log-level=warn \
     "${ETCD_NO_FSYNC[@]}"
 }
-etcd_healthy() { curl -fsS --max-time 2 "$ETCD_URL/health"; }
+etcd_healthy() { innet curl -fsS --max-time 2 "$ETCD_URL/health"; }
 start_daemon etcd 60 run_etcd etcd_healthy
 
 # --- kube-apiserver ---------------------------------------------------------------------------
+if ((WITH_NODES)); then
+  # The `kubernetes` Service's endpoint is this apiserver (kube-proxy routes pods to it).
+  API_NODE_ARGS=(
+    --authorization-mode=Node,RBAC
+    --enable-admission-plugins=NodeRestriction
+    --endpoint-reconciler-type=lease
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+    --kubelet-preferred-address-types=InternalIP,Hostname
+  )
+else
+  API_NODE_ARGS=(--authorization-mode=RBAC --endpoint-reconciler-type=none)
+fi
 run_apiserver() {
   pick_port API_PORT
-  API_URL="https://127.0.0.1:$API_PORT"
+  API_URL="https://$API_BIND:$API_PORT"
   save_ports
   daemon kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers="$ETCD_URL" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
+    --bind-address="$API_BIND" \
+    --advertise-address="$API_BIND" \
     --secure-port="$API_PORT" \
     --cert-dir="$WORK/apiserver-certs" \
     --tls-cert-file="$PKI/apiserver.crt" \
     --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --authorization-mode=RBAC \
+    "${API_NODE_ARGS[@]}" \
     --allow-privileged=true \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" \
@@ -200,7 +234,6 @@ run_apiserver() {
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
     --proxy-client-key-file="$PKI/front-proxy-client.key" \
-    --endpoint-reconciler-type=none \
     --profiling=false \
     --v=1
 }
@@ -264,7 +297,7 @@ run_kcm() {
     --profiling=false \
     --v=1
 }
-kcm_healthy() { curl -fsSk --max-time 5 "https://127.0.0.1:$KCM_PORT/healthz"; }
+kcm_healthy() { innet curl -fsSk --max-time 5 "https://127.0.0.1:$KCM_PORT/healthz"; }
 start_daemon kube-controller-manager 120 run_kcm kcm_healthy
 
 # The serviceaccount controller creates "default" in each namespace; Pods are refused until

@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# The user's flow, exactly as the README tells it, on a real one-node cluster (cluster-up.sh:
+# kubelet, containerd, kube-proxy, CoreDNS, local-path-provisioner) with the images that
+# images.sh builds, loaded the way `kind load docker-image` does:
+#   1. helm install the chart: the operator runs as a pod from its image, with the chart's RBAC;
+#   2. kubectl apply -f manifests/guessgame.yaml: five node pods, scheduled, PVCs bound by the
+#      provisioner, peers found through CoreDNS, readiness from the kubelet's gRPC probe;
+#   3. play through kubectl exec;
+#   4. kubectl delete pod <leader> (graceful), then kill -9 of the leader's node process: a new
+#      leader, writes commit, the pod comes back on its PVC with its log, as a follower;
+#   5. scale 5 -> 7 -> 5 with real pods, the operator pod deleted during the scale-up;
+#   6. bad paths: an image not on the node, a claim that cannot bind, RBAC missing a verb, the
+#      CRD missing;
+#   7. helm uninstall, kubectl delete gg, the documented PVC clean-up; then cluster-down.sh
+#      must leave nothing behind.
+#
+#   sudo tests/k8s/user-flow.sh      # ends with "user-flow: N passed, M failed"; the figures
+#                                    # are printed as "FIGURE <name> <value>" lines
+# Env: USER_FLOW_KEEP=1 (leave the cluster running on failure; stop it with cluster-down.sh),
+# IMAGES_PROFILE (images.sh), GUESSGAME_K8S_* as for the other harness scripts.
+set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+TEST_NAME=user-flow
+# shellcheck source=assert.sh source-path=SCRIPTDIR
+source "$K8S_HARNESS_DIR/assert.sh"
+ROOT="$(cd "$K8S_HARNESS_DIR/../.." && pwd)"
+cd "$ROOT"
+[[ $(id -u) == 0 ]] || die "run as root (the cluster needs it)"
+
+t_start=$SECONDS
+OPNS=guessgame-system GG=demo NS=default
+FIGURES=()
+figure() { FIGURES+=("$1 $2"); log "FIGURE $1 $2"; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/guessgame-user-flow.XXXXXX")"
+CL="$WORK/cluster"
+diagnostics() {
+  log "--- diagnostics"
+  {
+    kubectl get nodes -o wide
+    kubectl get all,pvc,pv,gg -A -o wide
+    kubectl get events -A --sort-by=.lastTimestamp | tail -n 40
+    for p in $(kubectl get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{" "}{end}'); do
+      echo "--- describe pod $p"
+      kubectl describe pod -n "${p%/*}" "${p#*/}" | tail -n 25
+      echo "--- logs $p"
+      kubectl logs -n "${p%/*}" "${p#*/}" --all-containers --tail=25 2>&1
+    done
+    kubectl get gg -A -o yaml | sed -n '/^  status:/,$p' | head -n 80
+  } >&2 2>&1 || true
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if ((rc != 0)); then
+    ((FAILED)) || { log "FAIL: aborted (exit $rc)"; echo "user-flow: $passed passed, 1 failed"; }
+    [[ -n ${KUBECONFIG:-} ]] && diagnostics
+  fi
+  if ((rc != 0)) && [[ -n ${USER_FLOW_KEEP:-} ]]; then
+    log "USER_FLOW_KEEP: cluster left running: source $CL/env; stop: $K8S_HARNESS_DIR/cluster-down.sh $CL --clean"
+  else
+    "$K8S_HARNESS_DIR/cluster-down.sh" "$CL" --clean >&2 || rc=1
+    rm -rf "$WORK"
+  fi
+  log "user-flow took $((SECONDS - t_start))s"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- images and the cluster --------------------------------------------------------------------
+step "images (images.sh) and a one-node cluster (cluster-up.sh)"
+t0=$SECONDS
+IMAGES_SAVE_DIR="$WORK/images" "$K8S_HARNESS_DIR/images.sh" >"$WORK/images.log" 2>&1 ||
+  { tail -n 30 "$WORK/images.log" >&2; fail "images.sh"; }
+pass "images.sh built and ran both images ($(tail -n 1 "$WORK/images.log"))"
+figure images_s $((SECONDS - t0))
+VERSION="$(cargo metadata -q --format-version 1 --no-deps | jq -r '.packages[] | select(.name == "guessgame-node") | .version')"
+t0=$SECONDS
+eval "$("$K8S_HARNESS_DIR/cluster-up.sh" "$CL")"
+figure cluster_up_s $((SECONDS - t0))
+# shellcheck source=/dev/null
+source "$CL/cluster.env"
+"$K8S_HARNESS_DIR/cluster-load.sh" "$CL" "$WORK"/images/*.tar
+crictl_() { "$K8S_BIN_DIR/crictl" --config "$CL/crictl.yaml" "$@"; }
+check "the node has guessgame-node:$VERSION and guessgame-operator:$VERSION (crictl images)" \
+  bash -c "out=\$(\"$K8S_BIN_DIR/crictl\" --config $CL/crictl.yaml images); grep -q 'guessgame-node .*$VERSION' <<<\"\$out\" && grep -q 'guessgame-operator .*$VERSION' <<<\"\$out\""
+expect "node Ready" "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" True
+expect "default StorageClass" "$(kubectl get storageclass -o jsonpath='{.items[?(@.metadata.annotations.storageclass\.kubernetes\.io/is-default-class=="true")].metadata.name}')" standard
+
+jp() { kubectl get "$1" -n "${3:-$NS}" -o jsonpath="$2"; } # <kind/name> <jsonpath> [namespace]
+st() { jp "gg/$GG" "{.status.$1}"; }
+cond() { jp "gg/$GG" "{.status.conditions[?(@.type==\"$1\")].status}"; }
+events() { # <reason> [object name] [namespace]: the notes of the Events with that reason
+  kubectl get events -n "${3:-$NS}" -o json |
+    jq -r --arg r "$1" --arg n "${2:-$GG}" '.items[] | select(.reason == $r and .involvedObject.name == $n) | .message'
+}
+has_event() { events "$1" "${3:-$GG}" "${4:-$NS}" | grep -F -- "$2" >/dev/null; } # <reason> <text> [object] [ns]
+gg_exec() { kubectl exec -n "$NS" "$1" -- guessgame "${@:2}"; } # <pod> <guessgame args...>
+
+# --- 1. helm install ---------------------------------------------------------------------------
+step "1. helm install guessgame charts/guessgame -n $OPNS --create-namespace"
+check "helm install" helm install guessgame charts/guessgame -n "$OPNS" --create-namespace
+eventually 90 "the operator Deployment is available (its pod Ready by the kubelet's probe)" \
+  kubectl -n "$OPNS" wait deployment/guessgame --for=condition=Available --timeout=2s
+OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame -o jsonpath='{.items[0].metadata.name}')"
+expect "operator pod image" "$(jp "pod/$OP_POD" '{.spec.containers[0].image}' "$OPNS")" "guessgame-operator:$VERSION"
+expect "operator pod ServiceAccount (the chart's)" "$(jp "pod/$OP_POD" '{.spec.serviceAccountName}' "$OPNS")" guessgame
+expect "operator pod placed by the scheduler on" "$(jp "pod/$OP_POD" '{.spec.nodeName}' "$OPNS")" "$NODE_NAME"
+expect "operator container running as" "$(kubectl -n "$OPNS" exec "$OP_POD" -- id -u 2>/dev/null || jp "pod/$OP_POD" '{.spec.containers[0].securityContext.runAsUser}' "$OPNS")" 65532
+
+# --- 2. kubectl apply a GuessGame --------------------------------------------------------------
+step "2. kubectl apply -f manifests/guessgame.yaml"
+t_apply=$(now_ms)
+check "kubectl apply -f manifests/guessgame.yaml" kubectl apply -f manifests/guessgame.yaml
+eventually 120 "GuessGame $GG Available (5 ready, a leader)" \
+  bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.conditions[?(@.type==\"Available\")].status}') == True ]]"
+figure apply_to_available_s "$(secs_since "$t_apply")"
+eventually 60 "5 ready members in status" bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.readyReplicas}') == 5 ]]"
+LEADER="$(st leader)" EPOCH="$(st epoch)"
+check "kubectl get gg shows 5 ready, the leader $LEADER, epoch $EPOCH" \
+  bash -c "kubectl get gg | tee /dev/stderr | grep -E '^$GG +5 +5 +$LEADER +$EPOCH '"
+for i in 0 1 2 3 4; do
+  p="$GG-$i"
+  expect "$p placed by the scheduler on" "$(jp "pod/$p" '{.spec.nodeName}')" "$NODE_NAME"
+  expect "$p image" "$(jp "pod/$p" '{.spec.containers[0].image}')" "guessgame-node:$VERSION"
+  expect "$p Ready (the kubelet's gRPC readiness probe)" "$(jp "pod/$p" '{.status.conditions[?(@.type=="Ready")].status}')" True
+  expect "PVC data-$p bound by the provisioner (StorageClass standard)" \
+    "$(jp "pvc/data-$p" '{.status.phase} {.spec.storageClassName}')" "Bound standard"
+done
+check "the readiness probe is the kubelet's gRPC probe" bash -c "[[ -n \$(kubectl get pod $GG-0 -o jsonpath='{.spec.containers[0].readinessProbe.grpc.port}') ]]"
+check "Scheduled Events from default-scheduler" bash -c "kubectl get events -o json | jq -e '[.items[] | select(.reason == \"Scheduled\" and .source.component == \"default-scheduler\" and (.involvedObject.name | startswith(\"$GG-\")))] | length >= 5'"
+check "a peer's name resolves through CoreDNS ($GG-1.$GG-headless.$NS.svc.cluster.local, from $GG-0)" \
+  kubectl exec "$GG-0" -- getent hosts "$GG-1.$GG-headless.$NS.svc.cluster.local"
+check "a PV's data is a directory the provisioner made under the cluster's volumes" \
+  bash -c "ls -d $CL/volumes/pvc-*_${NS}_data-$GG-0 && ls $CL/volumes/pvc-*_${NS}_data-$GG-0/logs_$GG-0.db"
+
+# --- 3. play -----------------------------------------------------------------------------------
+step "3. play through kubectl exec (README)"
+check "kubectl exec $GG-0 -- guessgame write 50" gg_exec "$GG-0" write 50
+check "kubectl exec $GG-1 -- guessgame --client-id alice guess 42" gg_exec "$GG-1" --client-id alice guess 42
+check "kubectl exec $GG-2 -- guessgame --client-id bob guess 53" gg_exec "$GG-2" --client-id bob guess 53
+check "kubectl exec $GG-3 -- guessgame write 70 (closes round 1)" gg_exec "$GG-3" write 70
+winner_on() { # <pod> <round> <winner>: the pod's own (local) read shows that result
+  gg_exec "$1" read --output json | jq -e --argjson r "$2" --arg w "$3" '.last_result.round == $r and .last_result.winner == $w'
+}
+for i in 0 1 2 3 4; do
+  eventually 10 "$GG-$i reads round 1's winner bob" winner_on "$GG-$i" 1 bob
+done
+ROUND="$(gg_exec "$GG-4" read --linearizable --output json | jq -r .round)"
+expect "linearizable read: open round" "$ROUND" 2
+
+# --- 4. the leader dies ------------------------------------------------------------------------
+other_than() { local i; for i in 0 1 2 3 4; do [[ $GG-$i == "$1" ]] || { echo "$GG-$i"; return; }; done; }
+new_leader_since() { local l; l="$(st leader)"; [[ -n $l && $l != "$1" ]]; } # <old leader>
+writes_ok=0
+write_commits() { # <pod> <value>: one write through that pod committed
+  if gg_exec "$1" --timeout-ms 2000 write "$2" >/dev/null 2>&1; then writes_ok=$((writes_ok + 1)); return 0; fi
+  return 1
+}
+member_log_entries() { # <pod>: entries the node loaded from its SQLite file when it started
+  kubectl logs "$1" | grep -m1 '"starting"\|starting' | grep -o 'entries[=":]*[0-9]*' | grep -o '[0-9]*$'
+}
+failover() { # <how> <figure prefix>: the leader dies as <how> says; new leader, writes, rejoin
+  local how=$1 name=$2 old pvc_uid t via round_before round_after entries
+  old="$(st leader)"
+  DIED=$old
+  via="$(other_than "$old")"
+  pvc_uid="$(jp "pvc/data-$old" '{.metadata.uid}')"
+  round_before="$(gg_exec "$via" read --linearizable --output json | jq -r .round)"
+  writes_ok=0
+  t=$(now_ms)
+  case $how in
+    delete)
+      log "   kubectl delete pod $old (graceful: SIGTERM)"
+      kubectl delete pod "$old" --wait=false >/dev/null
+      ;;
+    kill9)
+      local cid pid
+      cid="$(crictl_ ps -q --name guessgame --label "io.kubernetes.pod.name=$old")"
+      pid="$(crictl_ inspect -o go-template --template '{{.info.pid}}' "$cid")"
+      log "   kill -9 $pid: $old's node process (container ${cid:0:12}, found with crictl)"
+      kill -KILL "$pid"
+      ;;
+  esac
+  eventually 30 "a new leader in kubectl get gg after $how of $old" new_leader_since "$old"
+  figure "${name}_new_leader_s" "$(secs_since "$t")"
+  eventually 30 "a write through $via commits" write_commits "$via" 60
+  figure "${name}_write_commits_s" "$(secs_since "$t")"
+  NEW_LEADER="$(st leader)"
+  log "   new leader $NEW_LEADER, epoch $(st epoch)"
+  eventually 90 "$old is back, Ready, and a follower" \
+    bash -c "[[ \$(kubectl get pod $old -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}') == True && \
+      \$(kubectl get gg $GG -o jsonpath='{.status.members[?(@.pod==\"$old\")].role}') == follower ]]"
+  figure "${name}_rejoined_s" "$(secs_since "$t")"
+  expect "$old came back on the same PVC" "$(jp "pvc/data-$old" '{.metadata.uid}')" "$pvc_uid"
+  entries="$(member_log_entries "$old")"
+  check "$old started from its log on the PVC ($entries entries)" test "${entries:-0}" -gt 0
+  round_after="$(gg_exec "$old" read --linearizable --output json | jq -r .round)"
+  check "no committed round lost: round $round_before + $writes_ok committed write(s) <= $round_after" \
+    test "$round_after" -ge $((round_before + writes_ok))
+  eventually 15 "$old reads round 1's winner bob from its own state" winner_on "$old" 1 bob
+  eventually 60 "5 ready members again" bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.readyReplicas}') == 5 ]]"
+}
+step "4a. kubectl delete pod <leader> ($LEADER)"
+failover delete delete_pod
+step "4b. kill -9 of the leader's node process ($(st leader))"
+failover kill9 kill9
+expect "the killed leader's container restarted in place, in the same pod (restartCount)" \
+  "$(jp "pod/$DIED" '{.status.containerStatuses[0].restartCount}')" 1
+
+# --- 5. scaling with real pods, the operator pod deleted during the scale-up ----------------------
+step "5. kubectl patch gg $GG 5 -> 7 -> 5 (operator pod deleted during the scale-up)"
+check "patch replicas 7" kubectl patch gg "$GG" --type=merge -p '{"spec":{"replicas":7}}'
+eventually 60 "status.scaling 5 -> 7 appears" bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.scaling.to}') == 7 ]]"
+eventually 90 "$GG-5 added (Event MemberAdded)" has_event MemberAdded "$GG-5 ("
+OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame -o jsonpath='{.items[0].metadata.name}')"
+check "kubectl delete pod $OP_POD (the operator, mid-scaling)" kubectl -n "$OPNS" delete pod "$OP_POD"
+eventually 90 "a new operator pod is available" kubectl -n "$OPNS" wait deployment/guessgame --for=condition=Available --timeout=2s
+eventually 180 "the new operator finished the scaling: 7 voters, no status.scaling" \
+  bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.replicas}/{.status.readyReplicas}/{.status.scaling}') == 7/7/ ]]"
+eventually 15 "Event ScalingDone (7 voters)" has_event ScalingDone "the ensemble has 7 voters"
+expect "one MemberAdded Event per new member" "$(events MemberAdded | sort -u | wc -l)" 2
+expect "voters in the committed configuration" "$(gg_exec "$GG-6" members --output json | jq '[.committed_members[] | select(.kind == "voter")] | length')" 7
+check "patch replicas 5" kubectl patch gg "$GG" --type=merge -p '{"spec":{"replicas":5}}'
+eventually 180 "scaled back: 5 voters, 5 pods, no status.scaling" \
+  bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.replicas}/{.status.readyReplicas}/{.status.scaling}') == 5/5/ && \$(kubectl get sts $GG -o jsonpath='{.status.replicas}') == 5 ]]"
+eventually 15 "Events MemberRemoved for $GG-6 and $GG-5" bash -c "[[ \$(kubectl get events -o json | jq '[.items[] | select(.reason == \"MemberRemoved\")] | length') -ge 2 ]]"
+eventually 60 "the removed members' PVCs are deleted (whenScaled: Delete)" \
+  bash -c "! kubectl get pvc data-$GG-5 data-$GG-6 -o name 2>/dev/null | grep -q ."
+eventually 10 "round 1's winner still on $GG-0" winner_on "$GG-0" 1 bob
+
+# --- 6. bad paths ------------------------------------------------------------------------------------
+step "6a. an image tag that is not on the node"
+kubectl create namespace bad >/dev/null
+bad_gg() { # <name> <extra spec json>
+  kubectl apply -n bad -f - <<EOF >/dev/null
+apiVersion: guessgame.dev/v1alpha1
+kind: GuessGame
+metadata: {name: $1}
+spec: $(jq -c --argjson x "$2" '{replicas: 1, image: {repository: "guessgame-node", tag: "'"$VERSION"'", pullPolicy: "IfNotPresent"}} * $x' <<<'{}')
+EOF
+}
+bad_gg noimage '{"image": {"tag": "0.0.0-not-on-the-node"}}'
+pods_healthy() { kubectl get gg "$1" -n bad -o jsonpath='{.status.conditions[?(@.type=="PodsHealthy")].status} {.status.conditions[?(@.type=="PodsHealthy")].reason}'; }
+eventually 60 "noimage: PodsHealthy=False, reason ImagePullBackOff" bash -c "[[ \"\$(kubectl get gg noimage -n bad -o jsonpath='{.status.conditions[?(@.type==\"PodsHealthy\")].status} {.status.conditions[?(@.type==\"PodsHealthy\")].reason}')\" == 'False ImagePullBackOff' ]]"
+eventually 30 "noimage: a Warning Event ImagePullBackOff" has_event ImagePullBackOff "noimage-0" noimage bad
+uid="$(jp pod/noimage-0 '{.metadata.uid}' bad)"
+sleep 10
+expect "noimage-0: the same pod 10 s later (the operator does not restart it)" "$(jp pod/noimage-0 '{.metadata.uid}' bad)" "$uid"
+expect "noimage: status.restarts" "$(kubectl get gg noimage -n bad -o jsonpath='{.status.restarts}')" 0
+log "   $(pods_healthy noimage)"
+
+step "6b. a PVC that cannot bind (no such StorageClass)"
+bad_gg nostorage '{"storage": {"size": "1Gi", "storageClassName": "no-such-class"}}'
+eventually 60 "nostorage: PVC Pending" bash -c "[[ \$(kubectl get pvc data-nostorage-0 -n bad -o jsonpath='{.status.phase}') == Pending ]]"
+eventually 60 "nostorage: PodsHealthy=False (VolumeUnbound or Unschedulable)" \
+  bash -c "kubectl get gg nostorage -n bad -o jsonpath='{.status.conditions[?(@.type==\"PodsHealthy\")].status} {.status.conditions[?(@.type==\"PodsHealthy\")].reason}' | grep -Eq '^False (VolumeUnbound|Unschedulable)$'"
+expect "nostorage: status.restarts" "$(kubectl get gg nostorage -n bad -o jsonpath='{.status.restarts}')" 0
+check "delete the bad GuessGames" kubectl delete gg -n bad noimage nostorage --wait=true
+
+step "6c. RBAC missing a verb (the operator may not patch guessgames/status)"
+CR="$(kubectl get clusterrole -l app.kubernetes.io/name=guessgame -o jsonpath='{.items[0].metadata.name}')"
+kubectl get clusterrole "$CR" -o json >"$WORK/clusterrole.json"
+jq '.rules |= map(if (.resources | index("guessgames/status")) then .verbs -= ["patch", "update"] else . end)' \
+  "$WORK/clusterrole.json" | kubectl replace -f - >/dev/null
+OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame -o jsonpath='{.items[0].metadata.name}')"
+eventually 60 "the operator logs the refused status patch (forbidden, naming the resource)" \
+  bash -c "kubectl -n $OPNS logs $OP_POD | grep -i forbidden | grep -q guessgames"
+jq 'del(.metadata.resourceVersion)' "$WORK/clusterrole.json" | kubectl replace -f - >/dev/null
+pass "ClusterRole $CR restored"
+
+# --- 7. uninstall, clean-up ----------------------------------------------------------------------
+step "7. helm uninstall, kubectl delete gg, PVC clean-up"
+check "helm uninstall guessgame -n $OPNS" helm uninstall guessgame -n "$OPNS" --wait
+eventually 60 "the operator pod is gone" bash -c "[[ -z \$(kubectl -n $OPNS get pods -o name) ]]"
+check "kubectl delete gg $GG" kubectl delete gg "$GG" --wait=true
+eventually 90 "the StatefulSet and its pods are garbage-collected" \
+  bash -c "[[ -z \$(kubectl get sts,pods -l guessgame.dev/instance=$GG -o name) ]]"
+expect "PVCs kept after kubectl delete gg (whenDeleted: Retain)" "$(kubectl get pvc -l guessgame.dev/instance=$GG -o name | wc -l)" 5
+check "kubectl delete pvc -l guessgame.dev/instance=$GG" kubectl delete pvc -l "guessgame.dev/instance=$GG" --wait=true
+eventually 90 "the provisioner deleted the PVs and their directories" \
+  bash -c "[[ -z \$(kubectl get pv -o name) ]] && ! ls -d $CL/volumes/pvc-* 2>/dev/null | grep -q ."
+
+step "6d. the CRD missing: the operator from the chart without its CRD"
+check "kubectl delete crd guessgames.guessgame.dev" kubectl delete crd guessgames.guessgame.dev
+check "helm install --skip-crds" helm install guessgame charts/guessgame -n "$OPNS" --skip-crds
+eventually 90 "the operator pod says the CRD is missing" \
+  bash -c "kubectl -n $OPNS logs -l app.kubernetes.io/name=guessgame --tail=50 | grep -qi 'is the CRD installed'"
+check "helm uninstall" helm uninstall guessgame -n "$OPNS" --wait
+
+step "the figures"
+for f in "${FIGURES[@]}"; do echo "FIGURE $f"; done
+echo "user-flow: $passed passed, 0 failed"
