@@ -29,7 +29,7 @@ t0=$SECONDS
 
 ours() { # <pid>: still the process we started (its command line names the work dir)?
   local cmd
-  cmd="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" || return 1
+  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
   [[ $cmd == *"$W"* ]]
 }
 stop_pid() { # <name> <pid> [seconds before SIGKILL]
@@ -82,7 +82,7 @@ for round in 1 2 3; do
   sleep 0.5
 done
 for pid in $(ps -eo pid=); do
-  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || continue
+  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || continue
   [[ $cmd == *containerd-shim* && $cmd == *"$W/containerd/containerd.sock"* ]] && kill -KILL "$pid" 2>/dev/null &&
     log "killed leftover shim $pid"
 done

@@ -114,6 +114,9 @@ for net in "$CLUSTER_CIDR" "$SERVICE_CIDR"; do
   ip route add "$net" via "$NODE_IP" dev "$VETH"
 done
 ip route add unreachable "$NODE_SUBNET" metric 4000
+# The namespace has no default route, so the node's own connections to a Service IP need a
+# route to exist before kube-proxy's DNAT picks the endpoint (pods route through their bridge).
+innode ip route add "$SERVICE_CIDR" dev eth0
 # Pod traffic crossing the node's bridge goes through iptables (kube-proxy's Service NAT), as on
 # a kind node; per namespace, so the root namespace keeps its own setting.
 innode sysctl -qw net.bridge.bridge-nf-call-iptables=1
