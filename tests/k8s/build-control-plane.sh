@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build (or reuse from cache) pinned kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubelet, kube-proxy, kubectl, etcd and helm from Go modules only - no container registry, no GitHub.
+# kubelet, kube-proxy, kubectl, etcd and helm from Go modules only - no container registry, no GitHub;
+# and the one-node cluster's add-ons: coredns, local-path-provisioner, crictl (Go modules) and
+# pause (gcc -static from the pause.c in the k8s.io/kubernetes module).
 #
 #   tests/k8s/build-control-plane.sh            # build what is missing/stale, print bin dir
 #   tests/k8s/build-control-plane.sh --force    # rebuild everything
@@ -27,6 +29,10 @@ if [[ -n ${GUESSGAME_K8S_BIN:-} ]]; then
   for b in "${K8S_BINARIES[@]}"; do
     [[ -x $K8S_BIN_DIR/$b ]] || die "GUESSGAME_K8S_BIN=$K8S_BIN_DIR has no executable $b"
   done
+  # The add-ons are only needed by the one-node cluster (cluster-up.sh / addon-images.sh).
+  for b in "${ADDON_BINARIES[@]}"; do
+    [[ -x $K8S_BIN_DIR/$b ]] || log "warning: GUESSGAME_K8S_BIN=$K8S_BIN_DIR has no $b (the one-node cluster needs it)"
+  done
   log "using prebuilt binaries in $K8S_BIN_DIR (GUESSGAME_K8S_BIN)"
   echo "$K8S_BIN_DIR"
   exit 0
@@ -38,10 +44,15 @@ KUBE_MAJOR="$(echo "$KUBERNETES_VERSION" | cut -d. -f1 | tr -d v)"
 # Same tags as upstream's hack/lib/golang.sh for non-debug builds.
 KUBE_TAGS="selinux,notest,grpcnotrace"
 
-# Fingerprint of what determines a binary: its wrapper module (go.mod + go.sum),
-# the build recipe below (this script), and the component name.
-fingerprint() { # <module dir name> <binary>
-  cat "$K8S_MODULES_DIR/$1/go.mod" "$K8S_MODULES_DIR/$1/go.sum" "$K8S_HARNESS_DIR/build-control-plane.sh" |
+# Fingerprint of what determines a binary: its wrapper module (go.mod + go.sum, and the
+# module's own .go files: modules/coredns/main.go), the build recipe below (this script), and
+# the component name. pause is compiled from the k8s.io/kubernetes module's pause.c.
+fingerprint() { # <module> <binary>
+  local d="$K8S_MODULES_DIR/$1" f
+  [[ $1 == pause ]] && d="$K8S_MODULES_DIR/kubernetes"
+  local -a files=("$d/go.mod" "$d/go.sum")
+  for f in "$d"/*.go; do [[ -f $f ]] && files+=("$f"); done
+  cat "${files[@]}" "$K8S_HARNESS_DIR/build-control-plane.sh" |
     { sha256sum; echo "$2"; } | sha256sum | cut -c1-32
 }
 is_fresh() { # <module> <binary>
@@ -53,12 +64,15 @@ declare -A MODULE_OF=(
   [kube-apiserver]=kubernetes [kube-controller-manager]=kubernetes [kubectl]=kubernetes
   [kube-scheduler]=kubernetes [kubelet]=kubernetes [kube-proxy]=kubernetes
   [etcd]=etcd [helm]=helm
+  [coredns]=coredns [local-path-provisioner]=local-path-provisioner [crictl]=cri-tools [pause]=pause
 )
+MODULES=(kubernetes etcd helm coredns local-path-provisioner cri-tools pause)
+ALL_BINARIES=("${K8S_BINARIES[@]}" "${ADDON_BINARIES[@]}")
 compute_todo() {
   todo_modules=()
   local m b
-  for m in kubernetes etcd helm; do
-    for b in "${K8S_BINARIES[@]}"; do
+  for m in "${MODULES[@]}"; do
+    for b in "${ALL_BINARIES[@]}"; do
       [[ ${MODULE_OF[$b]} == "$m" ]] || continue
       if ((force)) || ! is_fresh "$m" "$b"; then
         todo_modules+=("$m")
@@ -67,7 +81,8 @@ compute_todo() {
     done
   done
   if ((${#todo_modules[@]} == 0)); then
-    log "cached: kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION in $K8S_BIN_DIR"
+    log "cached: kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION," \
+      "coredns $COREDNS_VERSION, local-path-provisioner $LOCAL_PATH_VERSION, crictl $CRI_TOOLS_VERSION, pause in $K8S_BIN_DIR"
     echo "$K8S_BIN_DIR"
     exit 0
   fi
@@ -104,7 +119,7 @@ install_bins() { # <module> <binaries...>: move from $tmp into bin dir with stam
 
 for m in "${todo_modules[@]}"; do
   t0=$SECONDS
-  cd "$K8S_MODULES_DIR/$m"
+  if [[ $m == pause ]]; then cd "$K8S_MODULES_DIR/kubernetes"; else cd "$K8S_MODULES_DIR/$m"; fi
   case $m in
     kubernetes)
       log "downloading modules for k8s.io/kubernetes $KUBERNETES_VERSION"
@@ -151,6 +166,46 @@ for m in "${todo_modules[@]}"; do
       go build -p "$JOBS" -ldflags "$hl" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm
       install_bins helm helm
       ;;
+    coredns)
+      # modules/coredns/main.go: CoreDNS with a trimmed plugin set. coremain.CoreVersion is a
+      # constant; the Makefile sets only GitCommit (a module zip has no commit: module-<version>).
+      log "building coredns $COREDNS_VERSION"
+      go mod download
+      go build -p "$JOBS" \
+        -ldflags "-s -w -X 'github.com/coredns/coredns/coremain.GitCommit=module-$COREDNS_VERSION'" \
+        -o "$tmp/coredns" .
+      install_bins coredns coredns
+      ;;
+    local-path-provisioner)
+      # As its scripts/build: -X main.VERSION=<tag> (+ -s -w).
+      log "building local-path-provisioner $LOCAL_PATH_VERSION"
+      go mod download
+      go build -p "$JOBS" -ldflags "-s -w -X 'main.VERSION=$LOCAL_PATH_VERSION'" \
+        -o "$tmp/local-path-provisioner" github.com/rancher/local-path-provisioner
+      install_bins local-path-provisioner local-path-provisioner
+      ;;
+    cri-tools)
+      # As its Makefile: -X sigs.k8s.io/cri-tools/pkg/version.Version=<tag without v>.
+      log "building crictl $CRI_TOOLS_VERSION"
+      go mod download
+      go build -p "$JOBS" \
+        -ldflags "-s -w -X 'sigs.k8s.io/cri-tools/pkg/version.Version=${CRI_TOOLS_VERSION#v}'" \
+        -o "$tmp/crictl" sigs.k8s.io/cri-tools/cmd/crictl
+      install_bins cri-tools crictl
+      ;;
+    pause)
+      # As build/pause/Makefile: CFLAGS = -Os -Wall -Werror -static -DVERSION=v$(TAG)-$(REV),
+      # from the pause.c of the pinned k8s.io/kubernetes module (REV: its version here).
+      command -v gcc >/dev/null || die "gcc is required to build pause (apt-get install gcc libc6-dev)"
+      go mod download k8s.io/kubernetes
+      kdir="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
+      pause_tag="$(sed -n 's/^TAG ?= *//p' "$kdir/build/pause/Makefile")"
+      [[ -n $pause_tag && -f $kdir/build/pause/linux/pause.c ]] || die "no build/pause in $kdir"
+      log "building pause $pause_tag (gcc -static)"
+      gcc -Os -Wall -Werror -static -s -DVERSION="v$pause_tag-$KUBERNETES_VERSION" \
+        -o "$tmp/pause" "$kdir/build/pause/linux/pause.c"
+      install_bins pause pause
+      ;;
   esac
   took[$m]=$((SECONDS - t0))
   log "built $m in ${took[$m]}s"
@@ -172,6 +227,16 @@ check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kube-proxy" --version
 check_version "$KUBERNETES_VERSION" "$K8S_BIN_DIR/kubectl" version --client
 check_version "${ETCD_VERSION#v}" "$K8S_BIN_DIR/etcd" --version
 check_version "$HELM_VERSION" "$K8S_BIN_DIR/helm" version --short
+check_version "CoreDNS-${COREDNS_VERSION#v}" "$K8S_BIN_DIR/coredns" -version
+check_version "$LOCAL_PATH_VERSION" "$K8S_BIN_DIR/local-path-provisioner" --version
+check_version "${CRI_TOOLS_VERSION#v}" "$K8S_BIN_DIR/crictl" --version
+check_version "pause.c v" "$K8S_BIN_DIR/pause" -v
+# The trimmed CoreDNS must still have what the cluster's Corefile uses.
+coredns_plugins=$'\n'"$("$K8S_BIN_DIR/coredns" -plugins)"$'\n' # one plugin per line
+for p in kubernetes errors health ready log cache loop reload loadbalance prometheus hosts; do
+  [[ $coredns_plugins == *$'\n'"$p"$'\n'* ]] || die "coredns lacks the $p plugin"
+done
+[[ $coredns_plugins != *$'\n'forward$'\n'* ]] || die "coredns has the forward plugin (the cluster is offline)"
 
 summary=""
 for m in "${todo_modules[@]}"; do summary+=" $m=${took[$m]}s"; done

@@ -16,7 +16,11 @@ _mod_version() { # <go.mod> <module path>
 KUBERNETES_VERSION="$(_mod_version "$K8S_MODULES_DIR/kubernetes/go.mod" k8s.io/kubernetes)"
 ETCD_VERSION="$(_mod_version "$K8S_MODULES_DIR/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(_mod_version "$K8S_MODULES_DIR/helm/go.mod" helm.sh/helm/v3)"
-[[ -n $KUBERNETES_VERSION && -n $ETCD_VERSION && -n $HELM_VERSION ]] ||
+COREDNS_VERSION="$(_mod_version "$K8S_MODULES_DIR/coredns/go.mod" github.com/coredns/coredns)"
+LOCAL_PATH_VERSION="$(_mod_version "$K8S_MODULES_DIR/local-path-provisioner/go.mod" github.com/rancher/local-path-provisioner)"
+CRI_TOOLS_VERSION="$(_mod_version "$K8S_MODULES_DIR/cri-tools/go.mod" sigs.k8s.io/cri-tools)"
+[[ -n $KUBERNETES_VERSION && -n $ETCD_VERSION && -n $HELM_VERSION && -n $COREDNS_VERSION &&
+  -n $LOCAL_PATH_VERSION && -n $CRI_TOOLS_VERSION ]] ||
   die "could not read pinned versions from $K8S_MODULES_DIR/*/go.mod"
 
 K8S_CACHE_ROOT="${GUESSGAME_K8S_CACHE:-$HOME/.cache/guessgame-k8s}"
@@ -28,6 +32,11 @@ K8S_BIN_DIR="${GUESSGAME_K8S_BIN:-$K8S_CACHE_ROOT/$KUBERNETES_VERSION/bin}"
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 # shellcheck disable=SC2034
 K8S_BINARIES=("${KUBE_BINARIES[@]}" etcd helm)
+# The one-node cluster's add-ons, built into the same bin dir by build-control-plane.sh (from
+# modules/{coredns,local-path-provisioner,cri-tools} and Kubernetes' pause.c). Not needed by
+# the API-server-only tests, so a GUESSGAME_K8S_BIN dir without them is only warned about.
+# shellcheck disable=SC2034
+ADDON_BINARIES=(coredns local-path-provisioner crictl pause)
 
 # Pick a free TCP port on 127.0.0.1 that is not in the space-separated list $1.
 # Chosen below the kernel's ephemeral range, so outgoing connections (which take their local
@@ -64,9 +73,9 @@ go_proxy_offline_safe() {
 # shellcheck disable=SC2034
 PAUSE_IMAGE=localhost/guessgame-k8s/pause:3.10
 # shellcheck disable=SC2034
-COREDNS_IMAGE=localhost/guessgame-k8s/coredns:v1.14.6
+COREDNS_IMAGE=localhost/guessgame-k8s/coredns:$COREDNS_VERSION
 # shellcheck disable=SC2034
-LOCAL_PATH_IMAGE=localhost/guessgame-k8s/local-path-provisioner:v0.0.30
+LOCAL_PATH_IMAGE=localhost/guessgame-k8s/local-path-provisioner:$LOCAL_PATH_VERSION
 # shellcheck disable=SC2034
 BUSYBOX_IMAGE=localhost/guessgame-k8s/busybox:1.35
 # Host-wide settings a kubelet, kube-proxy or containerd may change (most network settings are
