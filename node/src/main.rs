@@ -87,6 +87,12 @@ fn real_main() -> anyhow::Result<()> {
             data_dir,
         )),
         None => {
+            // SIGTERM handled from here on (as PID 1 in a container it would otherwise be
+            // ignored while the log is opened and checked).
+            let shutdown = {
+                let _runtime = rt.enter();
+                server::shutdown_signal()
+            };
             let node_id = cli
                 .node_id
                 .or_else(|| pod.as_ref().and_then(|p| p.node_id().map(str::to_string)))
@@ -150,7 +156,7 @@ fn real_main() -> anyhow::Result<()> {
                     options,
                     store,
                     listener,
-                    server::shutdown_signal(),
+                    shutdown,
                 )
                 .await
             })

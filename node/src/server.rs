@@ -21,6 +21,7 @@ use crate::transport::GrpcTransport;
 /// Opens the node's log (refusing foreign or corrupt files) — done before binding so a bad
 /// data directory fails fast with a clear message.
 pub fn open_store(data_dir: &Path, node_id: &str) -> anyhow::Result<SqliteLog> {
+    check_data_dir(data_dir)?;
     Ok(SqliteLog::open(data_dir, node_id)?)
 }
 
@@ -137,6 +138,14 @@ pub async fn run_with(
 
     // Health: SERVING once this node is in a working ensemble (leader, or synced follower).
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // tonic-health starts the whole-server service "" (what the kubelet's gRPC probe asks
+    // for by default) as SERVING: not before the node says so.
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health_reporter
+        .set_not_serving::<GameServer<NodeServices>>()
+        .await;
     let health = {
         let view = view.clone();
         tokio::spawn(async move {
@@ -294,19 +303,207 @@ async fn join(
     }
 }
 
-/// Completes on SIGTERM or Ctrl-C: the graceful-shutdown trigger of the binaries.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on SIGTERM or Ctrl-C (SIGINT): the graceful-shutdown trigger of the binaries.
+///
+/// The handlers are installed when this is called, not when the future is first polled: in a
+/// container the process is PID 1, for which the kernel has no default SIGTERM action, so a
+/// signal that came before the handler would be lost and the kubelet would wait out the
+/// pod's grace period. Call it early, inside a tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).expect("install SIGTERM handler"),
+            signal(SignalKind::interrupt()).expect("install SIGINT handler"),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut term, mut int) = signals;
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "shutting down");
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down");
+}
+
+/// Checks that `data_dir` exists (creating it) and that this process may create files in it
+/// (SQLite needs the log file and its `-wal` and `-shm` files there). The error names the
+/// directory, the OS error and its errno, the process's uid/gid and the directory's owner and
+/// mode: in a pod, a volume that ignores `fsGroup` (hostPath, kind's local-path) must be
+/// writable for the node's user some other way.
+pub fn check_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    if let Err(e) = std::fs::create_dir_all(data_dir) {
+        anyhow::bail!(
+            "{}",
+            data_dir_error("cannot create the data directory", data_dir, &e)
+        );
+    }
+    let probe = data_dir.join(format!(".guessgame-write-test.{}", std::process::id()));
+    let _ = std::fs::remove_file(&probe);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => anyhow::bail!(
+            "{}",
+            data_dir_error("cannot create files in the data directory", data_dir, &e)
+        ),
+    }
+}
+
+fn data_dir_error(what: &str, dir: &Path, e: &std::io::Error) -> String {
+    let id = |key: &str| -> String {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let (uid, gid) = (id("Uid:"), id("Gid:"));
+    // The nearest existing path: its owner and mode usually explain the error.
+    let mut owner = String::new();
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        #[cfg(unix)]
+        if let Ok(m) = std::fs::metadata(d) {
+            use std::os::unix::fs::MetadataExt;
+            owner = format!(
+                ", and {} is owned by uid {} gid {} with mode {:04o}{}",
+                d.display(),
+                m.uid(),
+                m.gid(),
+                m.mode() & 0o7777,
+                if m.is_dir() { "" } else { " (not a directory)" }
+            );
+            break;
+        }
+        at = d.parent();
+    }
+    // An io::Error from the OS displays as "Permission denied (os error 13)".
+    format!(
+        "{what} {}: {e}; this process runs as uid {uid} gid {gid}{owner}. The node keeps its \
+         log there (logs_<node>.db and its -wal and -shm files). In a pod, the volume mounted \
+         there must be writable for uid {uid}: fsGroup does that for most volume types, but \
+         hostPath volumes (kind's local-path) ignore it and need a directory that user may \
+         write to",
+        dir.display(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+
+    /// What the kubelet's gRPC readiness probe asks (service "": the whole server).
+    async fn probe(address: &str, service: &str) -> Option<i32> {
+        let channel = crate::transport::channel(address, Duration::from_secs(1)).ok()?;
+        let r = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .ok()?;
+        Some(r.into_inner().status)
+    }
+
+    /// Starts member `id` of `config` on a free loopback port (`config`'s address of `id` is
+    /// rewritten to it); returns its address and a stop switch.
+    async fn start(
+        mut config: Config,
+        id: &str,
+        dir: &Path,
+    ) -> (String, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        for n in &mut config.nodes {
+            if n.id == id {
+                n.address = address.clone();
+            }
+        }
+        let store = open_store(dir, id).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            run(config, id, store, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        (address, stop)
+    }
+
+    #[tokio::test]
+    async fn the_grpc_health_service_serves_only_in_a_working_ensemble() {
+        // A member of three alone: up (the port answers) but NOT_SERVING, from the start.
+        let dir = tempfile::tempdir().unwrap();
+        let (address, stop) = start(Config::local(3, 1), "node1", dir.path()).await;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            seen.push(probe(&address, "").await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let not_serving = Some(ServingStatus::NotServing as i32);
+        assert!(seen.iter().all(|s| *s == not_serving), "{seen:?}");
+        assert_eq!(probe(&address, "guessgame.v1.Game").await, not_serving);
+        let _ = stop.send(());
+
+        // A one-member ensemble elects itself: SERVING.
+        let dir = tempfile::tempdir().unwrap();
+        let (address, stop) = start(Config::local(1, 1), "node1", dir.path()).await;
+        let serving = Some(ServingStatus::Serving as i32);
+        let mut status = None;
+        for _ in 0..100 {
+            status = probe(&address, "").await;
+            if status == serving {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, serving);
+        assert_eq!(probe(&address, "guessgame.v1.Game").await, serving);
+        let _ = stop.send(());
+    }
+
+    #[test]
+    fn an_unusable_data_dir_is_refused_with_its_path_and_errno() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = check_data_dir(&file).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "cannot create the data directory {}: File exists (os error 17); this process \
+                 runs as uid ",
+                file.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("(not a directory)"), "{err}");
+        let err = check_data_dir(&file.join("sub")).unwrap_err().to_string();
+        assert!(err.contains("(os error 20)"), "{err}");
+        // A usable one is created, and left as it was found.
+        let fresh = dir.path().join("a/b");
+        check_data_dir(&fresh).unwrap();
+        assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 0);
+    }
 }

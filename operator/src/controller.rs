@@ -37,9 +37,9 @@ use crate::crd::{
     condition, GuessGame, GuessGameStatus, MemberStatus, ScalingStatus, API_VERSION, KIND,
 };
 use crate::policy::{
-    condition_values, decide_restart, decide_scale, is_true, replicas_refusal, scaling_status,
-    to_conditions, valid_size, ConfigMember, MemberView, Observation, Restart, ScaleInput,
-    ScaleStep,
+    condition_values, decide_restart, decide_scale, is_true, problem_note, replicas_refusal,
+    scaling_status, to_conditions, valid_size, ConfigMember, MemberView, Observation, Restart,
+    ScaleInput, ScaleStep,
 };
 use crate::resources::{self, MemberAddress, FIELD_MANAGER, INSTANCE_LABEL};
 use crate::{Error, Metrics, Result};
@@ -741,6 +741,7 @@ async fn reconcile_inner(
                     ctx.metrics.restarts.inc();
                     if let Some(v) = views.iter_mut().find(|v| v.pod == pod) {
                         v.terminating = true;
+                        v.restarted_at = Some(now);
                     }
                     info!(guessgame = %gg.name_any(), %pod, "restarted member: {reason}");
                     ctx.publish(
@@ -857,6 +858,27 @@ async fn reconcile_inner(
             (None, None) => {}
         }
     }
+    // One Warning Event per distinct pod problem (a new reason for a member's pod).
+    for v in views.iter().filter(|v| !v.terminating) {
+        let Some(problem) = &v.problem else { continue };
+        let before = previous
+            .members
+            .iter()
+            .find(|m| m.pod == v.pod)
+            .and_then(|m| m.problem.as_ref());
+        if before.is_some_and(|b| b.reason == problem.reason) {
+            continue;
+        }
+        let note = problem_note(
+            &v.pod,
+            problem,
+            &gg.spec.image.reference(),
+            gg.spec.storage.storage_class_name.as_deref(),
+        );
+        warn!(guessgame = %gg.name_any(), pod = %v.pod, reason = %problem.reason, "{note}");
+        ctx.publish(gg, EventType::Warning, &problem.reason, "ObservePod", note)
+            .await;
+    }
     if let Some(message) = &refused {
         let old = previous
             .conditions
@@ -936,6 +958,29 @@ pub fn error_policy(gg: Arc<GuessGame>, error: &Error, ctx: Arc<Context>) -> Act
     warn!(guessgame = %gg.name_any(), failures, "reconcile failed: {error}");
     ctx.metrics.reconcile_failure(&gg, error);
     Action::requeue(backoff(failures))
+}
+
+/// Why the first list of GuessGames ended the start-up (`None`: try again). The API server's
+/// answers are final; a connection that fails is retried for a minute.
+fn startup_error(e: &kube::Error, waited: Duration) -> Option<String> {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => Some(format!(
+            "cannot list GuessGames ({e}): is the CRD installed? (kubectl apply \
+             --server-side -f manifests/crd.yaml, or cargo run -p guessgame-operator --bin \
+             crdgen | kubectl apply -f -)"
+        )),
+        kube::Error::Api(s) if s.code == 401 || s.code == 403 => Some(format!(
+            "cannot list GuessGames ({e}): the operator's ServiceAccount needs RBAC for \
+             guessgames (see charts/guessgame/templates/rbac.yaml)"
+        )),
+        kube::Error::Api(_) => Some(format!("cannot list GuessGames ({e})")),
+        _ if waited >= Duration::from_secs(60) => Some(format!(
+            "cannot reach the API server for a minute ({e}); in a pod: \
+             KUBERNETES_SERVICE_HOST/_PORT, the kubernetes Service (kube-proxy), and a \
+             serving certificate valid for that address"
+        )),
+        _ => None,
+    }
 }
 
 /// State shared by the controller and the web server.
@@ -1018,12 +1063,29 @@ pub async fn run(
             None => Api::all(client.clone()),
         }
     };
+    let shutdown = shutdown.shared();
     let guessgames = api(&client);
-    if let Err(e) = guessgames.list(&ListParams::default().limit(1)).await {
-        anyhow::bail!(
-            "cannot list GuessGames ({e}): is the CRD installed? \
-             (cargo run -p guessgame-operator --bin crdgen | kubectl apply -f -)"
-        );
+    // The API server may not be reachable for a moment when the operator's pod starts (its
+    // Service address is programmed by kube-proxy): connection errors are retried for a
+    // minute; the API server's answers are not (the CRD missing, RBAC).
+    let started = std::time::Instant::now();
+    loop {
+        match guessgames.list(&ListParams::default().limit(1)).await {
+            Ok(_) => break,
+            Err(e) => match startup_error(&e, started.elapsed()) {
+                Some(fatal) => anyhow::bail!(fatal),
+                None => {
+                    warn!("cannot reach the API server yet ({e}); trying again");
+                    tokio::select! {
+                        _ = shutdown.clone() => {
+                            info!("stopped before the controller started");
+                            return Ok(());
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+            },
+        }
     }
     fn scoped<K: Resource<Scope = NamespaceResourceScope>>(
         client: &Client,
@@ -1080,7 +1142,8 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::fixtures::{
-        guessgame, node, pod, Ensemble, EnsembleProber, FakeApi, PodState, StaticProber,
+        guessgame, node, pod, unschedulable_pod, waiting_pod, Ensemble, EnsembleProber, FakeApi,
+        PodState, StaticProber, UNBOUND_CLAIM,
     };
     use kube::runtime::events::EventType;
 
@@ -1551,6 +1614,11 @@ mod tests {
         let status = api.last_status().unwrap();
         assert_eq!(status["restarts"], 1);
         assert!(status["lastRestartTime"].is_string());
+        assert_eq!(
+            status["members"][2]["restartedAt"],
+            status["lastRestartTime"]
+        );
+        assert!(status["members"][4].get("restartedAt").is_none());
         let restarts: Vec<_> = api
             .events()
             .into_iter()
@@ -1564,6 +1632,155 @@ mod tests {
         reconcile(Arc::new(gg), ctx).await.unwrap();
         assert_eq!(api.deleted(), ["demo-2"]);
         assert_eq!(api.last_status().unwrap()["restarts"], 1);
+    }
+
+    #[tokio::test]
+    async fn stuck_pods_get_a_condition_and_one_event_each_and_are_never_deleted() {
+        // demo-2's image is not on the node: the kubelet alternates ErrImagePull and
+        // ImagePullBackOff. The condition says so, one Warning Event, no restart.
+        let gg = guessgame("demo", 3);
+        let mut pods: Vec<Pod> = (0..3).map(|i| pod("demo", i, PodState::Ready)).collect();
+        pods[2] = waiting_pod(
+            "demo",
+            2,
+            "ErrImagePull",
+            "failed to pull image: no such host",
+        );
+        let mut probe = healthy_probe(3);
+        probe.nodes[2] = node("demo-2", "unreachable", None);
+        let (ctx, api) = FakeApi::context(gg.clone(), None, pods, StaticProber(probe.clone()));
+        for pass in 0..4 {
+            let reason = if pass % 2 == 0 {
+                "ImagePullBackOff"
+            } else {
+                "ErrImagePull"
+            };
+            reconcile(Arc::new(gg.clone()), ctx.clone()).await.unwrap();
+            api.put_pod(waiting_pod("demo", 2, reason, "Back-off pulling image"));
+        }
+        assert!(api.deleted().is_empty(), "deleted {:?}", api.deleted());
+        let warnings: Vec<_> = api
+            .events()
+            .into_iter()
+            .filter(|e| e["reason"] == "ImagePullBackOff")
+            .collect();
+        assert_eq!(warnings.len(), 1, "once per distinct problem");
+        assert_eq!(warnings[0]["type"], "Warning");
+        let note = warnings[0]["note"].as_str().unwrap();
+        assert!(
+            note.starts_with("pod demo-2: ImagePullBackOff: failed to pull image"),
+            "{note}"
+        );
+        assert!(note.contains("guessgame-node:0.1.0"), "{note}");
+        let status = api.last_status().unwrap();
+        let healthy = condition_of(&status, "PodsHealthy");
+        assert_eq!(
+            (healthy["status"].as_str(), healthy["reason"].as_str()),
+            (Some("False"), Some("ImagePullBackOff"))
+        );
+        assert!(healthy["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("demo-2: ImagePullBackOff: failed to pull image"));
+        assert_eq!(
+            status["members"][2]["problem"]["reason"],
+            "ImagePullBackOff"
+        );
+        assert_eq!(condition_of(&status, "Available")["status"], "True");
+        assert_eq!(condition_of(&status, "Degraded")["status"], "True");
+        assert_eq!(status["restarts"], 0);
+        // A new operator (restarted: no memory) finds the status: no second Event.
+        let mut seen = gg.clone();
+        seen.status = Some(serde_json::from_value(status.clone()).unwrap());
+        let pods = vec![
+            pod("demo", 0, PodState::Ready),
+            pod("demo", 1, PodState::Ready),
+            waiting_pod("demo", 2, "ImagePullBackOff", "Back-off pulling image"),
+        ];
+        let (ctx, api) = FakeApi::context(seen.clone(), None, pods, StaticProber(probe));
+        reconcile(Arc::new(seen), ctx).await.unwrap();
+        assert!(!api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "ImagePullBackOff"));
+        assert!(api.deleted().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unbound_claims_get_a_condition_and_events_and_no_restart() {
+        // spec.storage.storageClassName names no StorageClass: the claims stay Pending, the
+        // scheduler cannot place the pods.
+        let mut gg = guessgame("demo", 3);
+        gg.spec.storage.storage_class_name = Some("no-such-class".into());
+        let since = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60);
+        let pods = (0..3)
+            .map(|i| unschedulable_pod("demo", i, UNBOUND_CLAIM, since))
+            .collect();
+        let (ctx, api) = FakeApi::context(gg.clone(), None, pods, StaticProber::unreachable(3));
+        reconcile(Arc::new(gg.clone()), ctx.clone()).await.unwrap();
+        reconcile(Arc::new(gg), ctx).await.unwrap();
+        assert!(api.deleted().is_empty());
+        let events: Vec<_> = api
+            .events()
+            .into_iter()
+            .filter(|e| e["reason"] == "VolumeUnbound")
+            .collect();
+        assert_eq!(events.len(), 3, "one per pod");
+        assert!(events[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("storageClassName is \"no-such-class\""));
+        let status = api.last_status().unwrap();
+        let healthy = condition_of(&status, "PodsHealthy");
+        assert_eq!(healthy["reason"], "VolumeUnbound");
+        assert!(healthy["message"]
+            .as_str()
+            .unwrap()
+            .contains("demo-1: VolumeUnbound: 0/1 nodes are available: pod has unbound"));
+        // Stuck pods are not "starting" (the fake StatefulSet has no status: rolling out).
+        assert_eq!(condition_of(&status, "Progressing")["reason"], "RollingOut");
+    }
+
+    #[tokio::test]
+    async fn a_member_that_fails_again_after_its_restart_is_left_alone() {
+        // demo-2 was restarted 10 minutes ago and its new pod crash-loops too.
+        let mut gg = guessgame("demo", 3);
+        let long_ago = Time(Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(600));
+        gg.status = Some(GuessGameStatus {
+            replicas: 3,
+            restarts: 1,
+            last_restart_time: Some(long_ago.clone()),
+            members: vec![crate::crd::MemberStatus {
+                pod: "demo-2".into(),
+                restarted_at: Some(long_ago),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let pods = vec![
+            pod("demo", 0, PodState::Ready),
+            pod("demo", 1, PodState::Ready),
+            pod("demo", 2, PodState::CrashLoop),
+        ];
+        let mut probe = healthy_probe(3);
+        probe.nodes[2] = node("demo-2", "unreachable", None);
+        let (ctx, api) = FakeApi::context(gg.clone(), None, pods, StaticProber(probe));
+        reconcile(Arc::new(gg), ctx).await.unwrap();
+        assert!(api.deleted().is_empty(), "deleted {:?}", api.deleted());
+        let status = api.last_status().unwrap();
+        assert_eq!(status["restarts"], 1);
+        let degraded = condition_of(&status, "Degraded");
+        assert!(
+            degraded["message"]
+                .as_str()
+                .unwrap()
+                .contains("restart of demo-2 held: demo-2 was restarted at"),
+            "{degraded}"
+        );
+        assert_eq!(
+            condition_of(&status, "PodsHealthy")["reason"],
+            "CrashLoopBackOff"
+        );
     }
 
     #[tokio::test]
@@ -1637,6 +1854,30 @@ mod tests {
         assert_eq!(failures, 2);
         assert_eq!(backoff(20), Duration::from_secs(300));
         let _ = EventType::Normal;
+    }
+
+    #[test]
+    fn start_up_errors_say_what_is_missing_and_connections_are_retried() {
+        let api = |code: u16| {
+            kube::Error::Api(
+                kube::core::Status::failure("m", "r")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        let now = Duration::ZERO;
+        assert!(startup_error(&api(404), now)
+            .unwrap()
+            .contains("is the CRD installed?"));
+        for code in [401, 403] {
+            assert!(startup_error(&api(code), now).unwrap().contains("RBAC"));
+        }
+        assert!(startup_error(&api(500), now).is_some());
+        let connect = kube::Error::Service("client error (Connect)".into());
+        assert_eq!(startup_error(&connect, Duration::from_secs(10)), None);
+        assert!(startup_error(&connect, Duration::from_secs(61))
+            .unwrap()
+            .contains("cannot reach the API server"));
     }
 
     #[test]

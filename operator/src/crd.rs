@@ -32,6 +32,14 @@ pub mod condition {
     /// refuses other values, an older CRD may not): it is not applied, the ensemble keeps
     /// its size. A valid change is applied step by step (`status.scaling`, Progressing).
     pub const SCALE_REFUSED: &str = "ScaleRefused";
+    /// False while a member's pod cannot run: an image that cannot be pulled, a volume claim
+    /// that cannot bind (the pod stays unschedulable), a container that cannot be created or
+    /// started, a crash loop. The reason is the first problem's (`ImagePullBackOff`,
+    /// `ErrImageNeverPull`, `VolumeUnbound`, `Unschedulable`, `CreateContainerConfigError`,
+    /// `StartError`, `CrashLoopBackOff`, ...), the message lists every pod with the kubelet's
+    /// or the scheduler's words. Each problem also gets one Warning Event of that reason. The
+    /// operator never deletes a pod that never started: a new one would meet the same fault.
+    pub const PODS_HEALTHY: &str = "PodsHealthy";
 }
 
 /// A guessgame ensemble: an odd number of replicated nodes (a StatefulSet) that elect a
@@ -275,7 +283,7 @@ pub struct GuessGameStatus {
     /// When the operator last deleted a member pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_time: Option<Time>,
-    /// Available, Progressing, Degraded, ScaleRefused.
+    /// Available, Progressing, Degraded, ScaleRefused, PodsHealthy.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
@@ -316,6 +324,35 @@ pub struct MemberStatus {
     /// Since when the member's pod has been running without answering the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_answering_since: Option<Time>,
+    /// What keeps the member's pod from running, as the kubelet or the scheduler says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<PodProblem>,
+    /// When the operator deleted this member's pod to restart it, until the member serves
+    /// again: a member is restarted once per failure (a recreated pod that fails again would
+    /// fail after every restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<Time>,
+}
+
+/// A member pod that cannot run, in the kubelet's or the scheduler's words.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodProblem {
+    /// `ImagePullBackOff` (also for `ErrImagePull`), `ErrImageNeverPull`, `InvalidImageName`,
+    /// `VolumeUnbound`, `Unschedulable`, `CreateContainerConfigError`,
+    /// `CreateContainerError`, `RunContainerError`, `StartError` (the container never
+    /// started), `CrashLoopBackOff` (it started, and exits).
+    pub reason: String,
+    /// The kubelet's or the scheduler's message (the first one seen for this reason).
+    pub message: String,
+}
+
+impl PodProblem {
+    /// The pod never ran its container: restarting (deleting) it cannot help, a new pod
+    /// meets the same fault.
+    pub fn never_started(&self) -> bool {
+        self.reason != "CrashLoopBackOff"
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use guessgame_client::{ClientError, Configuration, ErrorKind, MemberInfo, Reconf
 use http::{Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus, Pod,
-    PodCondition, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -120,6 +120,73 @@ pub fn pod(sts: &str, ordinal: usize, state: PodState) -> Pod {
         }),
     }
 }
+
+/// Pod `<sts>-<ordinal>`, Pending, whose container waits for `reason` (`ErrImagePull`,
+/// `ImagePullBackOff`, `ErrImageNeverPull`, `CreateContainerConfigError`, ...).
+pub fn waiting_pod(sts: &str, ordinal: usize, reason: &str, message: &str) -> Pod {
+    let mut p = pod(sts, ordinal, PodState::Pending);
+    let status = p.status.as_mut().unwrap();
+    status.pod_ip = Some(format!("10.0.0.{}", ordinal + 10));
+    status.container_statuses.as_mut().unwrap()[0].state = Some(ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+        }),
+        ..Default::default()
+    });
+    p
+}
+
+/// Pod `<sts>-<ordinal>` whose container the runtime could not start (`StartError`), now in
+/// CrashLoopBackOff; the pod is Running (it ran before, or the phase says so).
+pub fn start_error_pod(sts: &str, ordinal: usize) -> Pod {
+    let mut p = pod(sts, ordinal, PodState::CrashLoop);
+    let c = &mut p
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0];
+    c.last_state = Some(ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: 128,
+            reason: Some("StartError".into()),
+            message: Some(
+                "failed to create containerd task: exec: \"guessgame-node\": executable file \
+                 not found in $PATH"
+                    .into(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    p
+}
+
+/// Pod `<sts>-<ordinal>`, Pending, not scheduled since `since` (the scheduler's `message`),
+/// without container statuses (the kubelet never saw it).
+pub fn unschedulable_pod(sts: &str, ordinal: usize, message: &str, since: Timestamp) -> Pod {
+    let mut p = pod(sts, ordinal, PodState::Pending);
+    let status = p.status.as_mut().unwrap();
+    status.pod_ip = None;
+    status.container_statuses = None;
+    status.conditions = Some(vec![PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some("Unschedulable".into()),
+        message: Some(message.into()),
+        last_transition_time: Some(Time(since)),
+        ..Default::default()
+    }]);
+    p
+}
+
+/// What the scheduler says about a pod whose claim asks for a StorageClass that does not
+/// exist (the claim stays Pending).
+pub const UNBOUND_CLAIM: &str = "0/1 nodes are available: pod has unbound immediate \
+    PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful \
+    for scheduling.";
 
 /// A node's answer (`role == "unreachable"`: no answer).
 pub fn node(id: &str, role: &str, leader: Option<&str>) -> NodeStatus {

@@ -102,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
         namespace: cli.namespace,
     };
     tracing::info!(?settings, "starting");
+    // SIGTERM handled from here on (as PID 1 in a container it would otherwise be ignored).
+    let signal = guessgame_node::server::shutdown_signal();
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
@@ -109,8 +111,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        guessgame_node::server::shutdown_signal().await;
-        tracing::info!("shutting down");
+        signal.await;
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -4,12 +4,110 @@
 use std::time::Duration;
 
 use guessgame_client::status::NodeStatus;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{condition, MemberStatus, ScalingStatus};
+use crate::crd::{condition, MemberStatus, PodProblem, ScalingStatus};
 use crate::resources::quorum;
+
+/// How long a pod may stay unschedulable before it counts as a problem: a claim of a class
+/// with immediate binding is unbound for a moment while its volume is provisioned.
+pub const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
+
+/// What keeps a pod from running, from its status: the first container (init containers
+/// first) that waits for a reason other than starting up, else the scheduler's verdict once
+/// the pod has been unschedulable for [`UNSCHEDULABLE_GRACE`]. `ErrImagePull` and
+/// `ImagePullBackOff` (which the kubelet alternates between) are both `ImagePullBackOff`; a
+/// crash loop of a container that never started (`StartError`: the runtime could not run it)
+/// is `StartError`.
+pub fn pod_problem(status: &PodStatus, now: Timestamp) -> Option<PodProblem> {
+    let containers = status
+        .init_container_statuses
+        .iter()
+        .chain(status.container_statuses.iter())
+        .flatten();
+    for c in containers {
+        if let Some(problem) = container_problem(c) {
+            return Some(problem);
+        }
+    }
+    if status.phase.as_deref() != Some("Pending") {
+        return None;
+    }
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+    })?;
+    let since = unschedulable.last_transition_time.as_ref().map(|t| t.0);
+    let long = since.is_none_or(|t| {
+        Duration::try_from(now.duration_since(t)).unwrap_or_default() >= UNSCHEDULABLE_GRACE
+    });
+    if !long {
+        return None;
+    }
+    let message = unschedulable.message.clone().unwrap_or_default();
+    let lower = message.to_ascii_lowercase();
+    let volume = lower.contains("persistentvolumeclaim")
+        || lower.contains("persistent volume")
+        || lower.contains("volume node affinity")
+        || lower.contains("storageclass");
+    Some(PodProblem {
+        reason: if volume {
+            "VolumeUnbound"
+        } else {
+            "Unschedulable"
+        }
+        .into(),
+        message,
+    })
+}
+
+fn container_problem(c: &ContainerStatus) -> Option<PodProblem> {
+    let waiting = c.state.as_ref()?.waiting.as_ref()?;
+    let reason = waiting.reason.as_deref().unwrap_or_default();
+    let message = waiting.message.clone().unwrap_or_default();
+    let problem = |reason: &str, message: String| {
+        Some(PodProblem {
+            reason: reason.into(),
+            message,
+        })
+    };
+    match reason {
+        "ErrImagePull" | "ImagePullBackOff" => problem("ImagePullBackOff", message),
+        "ErrImageNeverPull"
+        | "InvalidImageName"
+        | "CreateContainerConfigError"
+        | "CreateContainerError"
+        | "RunContainerError"
+        | "PreStartHookError"
+        | "PostStartHookError" => problem(reason, message),
+        "CrashLoopBackOff" => {
+            // Whether the container ever ran: a runtime that cannot start it (exec format,
+            // seccomp, a missing binary) reports StartError (ContainerCannotRun with docker).
+            let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+            match last {
+                Some(t)
+                    if matches!(
+                        t.reason.as_deref(),
+                        Some("StartError" | "ContainerCannotRun")
+                    ) =>
+                {
+                    problem(
+                        "StartError",
+                        t.message
+                            .clone()
+                            .filter(|m| !m.is_empty())
+                            .unwrap_or(message),
+                    )
+                }
+                _ => problem("CrashLoopBackOff", message),
+            }
+        }
+        _ => None,
+    }
+}
 
 /// One member (ordinal) as observed in one reconciliation.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,8 +120,15 @@ pub struct MemberView {
     pub terminating: bool,
     /// The pod's phase is Running.
     pub running: bool,
-    /// A container of the pod waits in CrashLoopBackOff.
+    /// A container of the pod waits in CrashLoopBackOff (after it ran: a container the
+    /// runtime cannot start is a `StartError` problem).
     pub crash_loop: bool,
+    /// What keeps the pod from running, if anything (kept with its first message while the
+    /// reason stays the same, so the status does not change with every kubelet retry).
+    pub problem: Option<PodProblem>,
+    /// When the operator deleted this member's pod, as long as the member has not served
+    /// since (carried over between reconciliations).
+    pub restarted_at: Option<Timestamp>,
     /// The pod's Ready condition (the kubelet's gRPC readiness probe: SERVING).
     pub pod_ready: bool,
     /// When the node container last started (else the pod).
@@ -50,13 +155,15 @@ impl MemberView {
         let containers = status
             .and_then(|s| s.container_statuses.as_deref())
             .unwrap_or_default();
-        let crash_loop = containers.iter().any(|c| {
-            c.state
-                .as_ref()
-                .and_then(|s| s.waiting.as_ref())
-                .and_then(|w| w.reason.as_deref())
-                == Some("CrashLoopBackOff")
+        let problem = status.and_then(|s| pod_problem(s, now)).map(|p| {
+            match previous.and_then(|m| m.problem.as_ref()) {
+                Some(before) if before.reason == p.reason => before.clone(),
+                _ => p,
+            }
         });
+        let crash_loop = problem
+            .as_ref()
+            .is_some_and(|p| p.reason == "CrashLoopBackOff");
         let pod_ready = status
             .and_then(|s| s.conditions.as_deref())
             .unwrap_or_default()
@@ -75,18 +182,26 @@ impl MemberView {
                 .map(|t| t.0)
                 .unwrap_or(now)
         });
-        MemberView {
+        let terminating = pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+        let mut view = MemberView {
             ordinal,
             pod: pod_name,
             exists: pod.is_some(),
-            terminating: pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+            terminating,
             running,
             crash_loop,
+            problem,
+            restarted_at: None,
             pod_ready,
             started_at,
             node,
             not_answering_since,
+        };
+        // A restart is remembered until the member serves again from a pod that stays.
+        if !view.serving() || terminating {
+            view.restarted_at = previous.and_then(|p| p.restarted_at.as_ref()).map(|t| t.0);
         }
+        view
     }
 
     /// The node answered the operator.
@@ -120,9 +235,17 @@ impl MemberView {
         Some(Duration::try_from(now.duration_since(since)).unwrap_or_default())
     }
 
-    /// Why this member counts as failed, if it does.
+    /// The pod never ran its container (an image, volume, scheduling or runtime problem):
+    /// deleting it cannot help.
+    pub fn never_started(&self) -> bool {
+        self.problem.as_ref().is_some_and(PodProblem::never_started)
+    }
+
+    /// Why this member counts as failed in a way a restart may fix, if it does: a crash
+    /// loop, or running without answering. A pod that never started is not (see
+    /// [`MemberView::problem`]).
     pub fn failure(&self, now: Timestamp, unresponsive_after: Duration) -> Option<String> {
-        if !self.exists || self.terminating {
+        if !self.exists || self.terminating || self.never_started() {
             return None;
         }
         if self.crash_loop {
@@ -164,6 +287,8 @@ impl MemberView {
             ready: self.serving(),
             membership: None,
             not_answering_since: self.not_answering_since.map(Time),
+            problem: self.problem.clone(),
+            restarted_at: self.restarted_at.map(Time),
         }
     }
 }
@@ -340,7 +465,13 @@ pub enum Restart {
 ///   it Ready) is deleted only if the other members that may serve are a quorum;
 /// - never on the operator's word alone: when no member answers the operator at all, the
 ///   fault may be the operator's own network, so running pods are left alone (crash-looping
-///   ones are not serving anyway).
+///   ones are not serving anyway);
+/// - once per failure: a member whose pod the operator deleted, and that has not served
+///   since, is not restarted again (its new pod fails the same way: the fault is not in the
+///   pod);
+/// - never a pod that never started (an image that cannot be pulled, a claim that cannot
+///   bind, a container the runtime cannot create or start): [`MemberView::failure`] is
+///   `None` for it, and the PodsHealthy condition reports it instead.
 pub fn decide_restart(
     members: &[MemberView],
     replicas: i32,
@@ -374,6 +505,14 @@ pub fn decide_restart(
     let nobody_answers = !members.iter().any(MemberView::answering);
     let mut reason = String::new();
     for (m, why) in &candidates {
+        if let Some(at) = m.restarted_at {
+            reason = format!(
+                "{} was restarted at {at} and fails again ({why}): another restart would not \
+                 help (kubectl logs {} --previous; kubectl describe pod {})",
+                m.pod, m.pod, m.pod
+            );
+            continue;
+        }
         if !m.crash_loop && nobody_answers {
             reason = "no member answers the operator: not restarting running pods for what may \
                       be the operator's own network fault"
@@ -437,15 +576,22 @@ pub fn condition_values(o: &Observation) -> Vec<ConditionValue> {
     let failing: Vec<String> = o
         .members
         .iter()
-        .filter_map(|m| {
-            m.failure(o.now, o.unresponsive_after)
-                .map(|why| format!("{}: {why}", m.pod))
-        })
+        .filter_map(
+            |m| match (m.failure(o.now, o.unresponsive_after), &m.problem) {
+                (Some(why), _) => Some(format!("{}: {why}", m.pod)),
+                (None, Some(p)) if m.never_started() && !m.terminating => Some(format!(
+                    "{}: {} (not restarted: it never started)",
+                    m.pod, p.reason
+                )),
+                _ => None,
+            },
+        )
         .collect();
+    let stuck = |m: &MemberView| m.never_started() && !m.terminating;
     let starting: Vec<String> = o
         .members
         .iter()
-        .filter(|m| !m.serving() && m.failure(o.now, o.unresponsive_after).is_none())
+        .filter(|m| !m.serving() && m.failure(o.now, o.unresponsive_after).is_none() && !stuck(m))
         .map(|m| {
             let state = if !m.exists {
                 "no pod yet"
@@ -571,7 +717,94 @@ pub fn condition_values(o: &Observation) -> Vec<ConditionValue> {
             message: String::new(),
         },
     };
-    vec![available_c, progressing_c, degraded_c, scale_c]
+    let problems: Vec<(&MemberView, &PodProblem)> = o
+        .members
+        .iter()
+        .filter(|m| !m.terminating)
+        .filter_map(|m| m.problem.as_ref().map(|p| (m, p)))
+        .collect();
+    let pods_c = match problems.first() {
+        None => ConditionValue {
+            type_: condition::PODS_HEALTHY,
+            status: true,
+            reason: "AsExpected",
+            message: String::new(),
+        },
+        Some((_, first)) => ConditionValue {
+            type_: condition::PODS_HEALTHY,
+            status: false,
+            reason: problem_reason(&first.reason),
+            message: problems
+                .iter()
+                .map(|(m, p)| format!("{}: {}: {}", m.pod, p.reason, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+    };
+    vec![available_c, progressing_c, degraded_c, scale_c, pods_c]
+}
+
+/// The note of the Warning Event about a pod problem: what the kubelet or the scheduler
+/// says, and what to do about it. `image` is the node image in the spec, `storage_class` the
+/// spec's StorageClass (`None`: the cluster's default).
+pub fn problem_note(
+    pod: &str,
+    problem: &PodProblem,
+    image: &str,
+    storage_class: Option<&str>,
+) -> String {
+    let what = match problem.reason.as_str() {
+        "ImagePullBackOff" | "ErrImageNeverPull" | "InvalidImageName" => format!(
+            "the image {image} cannot be pulled and is not on the node: load it there (kind load \
+             docker-image {image}) or set spec.image to an image the nodes have"
+        ),
+        "VolumeUnbound" => format!(
+            "its volume claim data-{pod} is not bound, so the pod cannot be scheduled: \
+             {} (kubectl get storageclass; kubectl describe pvc data-{pod})",
+            match storage_class {
+                Some(class) =>
+                    format!("spec.storage.storageClassName is {class:?}; is there such a class?"),
+                None => "the claim asks for the default StorageClass; is there one?".into(),
+            }
+        ),
+        "Unschedulable" => format!("no node can take the pod (kubectl describe pod {pod})"),
+        "CrashLoopBackOff" => format!(
+            "its container keeps exiting (kubectl logs {pod} --previous); the operator \
+             restarts a member once per failure"
+        ),
+        _ => format!("its container cannot be created or started (kubectl describe pod {pod})"),
+    };
+    let restart = if problem.never_started() {
+        "; the operator does not restart a pod that never started"
+    } else {
+        ""
+    };
+    format!(
+        "pod {pod}: {}: {}; {what}{restart}",
+        problem.reason, problem.message
+    )
+}
+
+/// A problem's reason as a condition reason (those are static strings).
+fn problem_reason(reason: &str) -> &'static str {
+    const KNOWN: [&str; 12] = [
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "VolumeUnbound",
+        "Unschedulable",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+        "PreStartHookError",
+        "PostStartHookError",
+        "StartError",
+        "CrashLoopBackOff",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|k| *k == reason)
+        .unwrap_or("PodProblem")
 }
 
 /// An ensemble size the operator runs: odd, 1 to 9.
@@ -629,7 +862,9 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{node, pod, PodState};
+    use crate::fixtures::{
+        node, pod, start_error_pod, unschedulable_pod, waiting_pod, PodState, UNBOUND_CLAIM,
+    };
 
     const MIN: Duration = Duration::from_secs(60);
 
@@ -824,6 +1059,274 @@ mod tests {
         ));
     }
 
+    /// A member whose pod is `p` (its node does not answer).
+    fn member_of(p: Pod, previous: Option<&MemberStatus>) -> MemberView {
+        let name = p.metadata.name.clone().unwrap();
+        let ordinal = name.rsplit('-').next().unwrap().parse().unwrap();
+        MemberView::observe(ordinal, name, Some(&p), None, previous, now())
+    }
+    fn problem_of(p: Pod) -> Option<(String, String)> {
+        pod_problem(p.status.as_ref().unwrap(), now()).map(|p| (p.reason, p.message))
+    }
+
+    #[test]
+    fn pod_problems_from_the_kubelet_and_the_scheduler() {
+        let image = "Back-off pulling image \"guessgame-node:9.9.9\"";
+        // ErrImagePull and ImagePullBackOff alternate: one problem.
+        for reason in ["ErrImagePull", "ImagePullBackOff"] {
+            assert_eq!(
+                problem_of(waiting_pod("gg", 1, reason, image)),
+                Some(("ImagePullBackOff".into(), image.into()))
+            );
+        }
+        for reason in [
+            "ErrImageNeverPull",
+            "InvalidImageName",
+            "CreateContainerConfigError",
+            "CreateContainerError",
+            "RunContainerError",
+        ] {
+            assert_eq!(
+                problem_of(waiting_pod("gg", 1, reason, "m")),
+                Some((reason.into(), "m".into()))
+            );
+        }
+        // Starting up is not a problem.
+        for reason in ["ContainerCreating", "PodInitializing"] {
+            assert_eq!(problem_of(waiting_pod("gg", 1, reason, "")), None);
+        }
+        for state in [PodState::Pending, PodState::Running, PodState::Ready] {
+            assert_eq!(problem_of(pod("gg", 1, state)), None, "{state:?}");
+        }
+        // A crash loop: of a container that ran, or of one the runtime cannot start.
+        assert_eq!(
+            problem_of(pod("gg", 1, PodState::CrashLoop)).map(|p| p.0),
+            Some("CrashLoopBackOff".into())
+        );
+        let (reason, message) = problem_of(start_error_pod("gg", 1)).unwrap();
+        assert_eq!(reason, "StartError");
+        assert!(message.contains("executable file not found"), "{message}");
+        // Unschedulable: only after the grace period; a claim that cannot bind is named so.
+        assert_eq!(
+            problem_of(unschedulable_pod("gg", 1, UNBOUND_CLAIM, ago(5))),
+            None
+        );
+        assert_eq!(
+            problem_of(unschedulable_pod("gg", 1, UNBOUND_CLAIM, ago(30))),
+            Some(("VolumeUnbound".into(), UNBOUND_CLAIM.into()))
+        );
+        let cpu = "0/1 nodes are available: 1 Insufficient cpu.";
+        assert_eq!(
+            problem_of(unschedulable_pod("gg", 1, cpu, ago(30))),
+            Some(("Unschedulable".into(), cpu.into()))
+        );
+    }
+
+    #[test]
+    fn a_problem_keeps_its_first_message_while_its_reason_stays() {
+        let first = member_of(
+            waiting_pod("gg", 2, "ErrImagePull", "failed to pull: no such host"),
+            None,
+        );
+        assert!(first.never_started() && !first.crash_loop);
+        let again = member_of(
+            waiting_pod("gg", 2, "ImagePullBackOff", "Back-off pulling image"),
+            Some(&first.to_status()),
+        );
+        assert_eq!(again.problem, first.problem);
+        assert_eq!(
+            again.to_status(),
+            first.to_status(),
+            "the status does not flap"
+        );
+        let other = member_of(
+            waiting_pod("gg", 2, "ErrImageNeverPull", "not present"),
+            Some(&first.to_status()),
+        );
+        assert_eq!(other.problem.unwrap().message, "not present");
+    }
+
+    #[test]
+    fn pods_that_never_started_are_never_restarted() {
+        // Every kind of pod that never ran its container, in a 5-member ensemble whose other
+        // members serve: none is a restart candidate, however long it has been stuck.
+        let stuck = [
+            waiting_pod("gg", 4, "ImagePullBackOff", "Back-off pulling image"),
+            waiting_pod(
+                "gg",
+                4,
+                "ErrImageNeverPull",
+                "not present with pull policy Never",
+            ),
+            waiting_pod("gg", 4, "CreateContainerConfigError", "configmap not found"),
+            unschedulable_pod("gg", 4, UNBOUND_CLAIM, ago(600)),
+            start_error_pod("gg", 4),
+        ];
+        for p in stuck {
+            let mut ms = healthy(5);
+            ms[4] = silent_since(member_of(p, None), 600);
+            assert_eq!(ms[4].failure(now(), MIN), None, "{:?}", ms[4].problem);
+            assert_eq!(
+                decide_restart(&ms, 5, now(), MIN, None),
+                Restart::Nothing,
+                "{:?}",
+                ms[4].problem
+            );
+        }
+        // Nor when every pod is stuck (a bad image tag at creation).
+        let ms: Vec<_> = (0..5)
+            .map(|i| member_of(waiting_pod("gg", i, "ErrImageNeverPull", "m"), None))
+            .collect();
+        assert_eq!(decide_restart(&ms, 5, now(), MIN, None), Restart::Nothing);
+        // A Running pod whose container the runtime cannot start again is not "silent".
+        let mut ms = healthy(3);
+        ms[2] = silent_since(member_of(start_error_pod("gg", 2), None), 600);
+        assert!(ms[2].running && !ms[2].crash_loop);
+        assert_eq!(decide_restart(&ms, 3, now(), MIN, None), Restart::Nothing);
+    }
+
+    #[test]
+    fn a_member_is_restarted_once_per_failure() {
+        let mut ms = healthy(5);
+        ms[2] = member(2, PodState::CrashLoop, None);
+        ms[2].restarted_at = Some(ago(300));
+        match decide_restart(&ms, 5, now(), MIN, Some(ago(300))) {
+            Restart::Hold { pod, reason } => {
+                assert_eq!(pod, "gg-2");
+                assert!(reason.contains("would not help"), "{reason}");
+                assert!(reason.contains("kubectl logs gg-2 --previous"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another failing member still may be restarted.
+        ms[3] = member(3, PodState::CrashLoop, None);
+        assert!(matches!(
+            decide_restart(&ms, 5, now(), MIN, Some(ago(300))),
+            Restart::Delete { pod, .. } if pod == "gg-3"
+        ));
+        // The restart is remembered while the member does not serve, forgotten once it does.
+        let restarted = MemberStatus {
+            pod: "gg-2".into(),
+            restarted_at: Some(Time(ago(300))),
+            ..Default::default()
+        };
+        let p = pod("gg", 2, PodState::CrashLoop);
+        let m = MemberView::observe(2, "gg-2".into(), Some(&p), None, Some(&restarted), now());
+        assert_eq!(m.restarted_at, Some(ago(300)));
+        assert_eq!(m.to_status().restarted_at, Some(Time(ago(300))));
+        let p = pod("gg", 2, PodState::Running);
+        let n = node("gg-2", "looking", None);
+        let m = MemberView::observe(
+            2,
+            "gg-2".into(),
+            Some(&p),
+            Some(&n),
+            Some(&restarted),
+            now(),
+        );
+        assert_eq!(m.restarted_at, Some(ago(300)), "answering is not serving");
+        let p = pod("gg", 2, PodState::Ready);
+        let n = node("gg-2", "follower", Some("gg-0"));
+        let m = MemberView::observe(
+            2,
+            "gg-2".into(),
+            Some(&p),
+            Some(&n),
+            Some(&restarted),
+            now(),
+        );
+        assert_eq!(m.restarted_at, None);
+    }
+
+    #[test]
+    fn conditions_report_stuck_pods() {
+        let mut ms = healthy(5);
+        ms[4] = member_of(
+            waiting_pod(
+                "gg",
+                4,
+                "ImagePullBackOff",
+                "Back-off pulling image \"gg:9\"",
+            ),
+            None,
+        );
+        let v = condition_values(&observation(&ms, Some("gg-0")));
+        let pods = v.iter().find(|c| c.type_ == "PodsHealthy").unwrap();
+        assert_eq!((pods.status, pods.reason), (false, "ImagePullBackOff"));
+        assert_eq!(
+            pods.message,
+            "gg-4: ImagePullBackOff: Back-off pulling image \"gg:9\""
+        );
+        assert_eq!((v[0].status, v[0].reason), (true, "QuorumReady"));
+        assert_eq!((v[2].status, v[2].reason), (true, "MembersFailing"));
+        assert!(
+            v[2].message
+                .contains("gg-4: ImagePullBackOff (not restarted"),
+            "{}",
+            v[2].message
+        );
+        // Stuck is not starting.
+        assert_eq!((v[1].status, v[1].reason), (false, "Stalled"));
+        // Every pod unschedulable for want of a volume: no leader, nothing starting.
+        let ms: Vec<_> = (0..3)
+            .map(|i| member_of(unschedulable_pod("gg", i, UNBOUND_CLAIM, ago(60)), None))
+            .collect();
+        let v = condition_values(&observation(&ms, None));
+        let pods = v.iter().find(|c| c.type_ == "PodsHealthy").unwrap();
+        assert_eq!((pods.status, pods.reason), (false, "VolumeUnbound"));
+        assert!(
+            pods.message.starts_with("gg-0: VolumeUnbound: 0/1 nodes"),
+            "{}",
+            pods.message
+        );
+        assert!(
+            pods.message.contains("; gg-2: VolumeUnbound"),
+            "{}",
+            pods.message
+        );
+        assert_eq!((v[0].status, v[0].reason), (false, "NoLeader"));
+        assert_eq!((v[1].status, v[2].status), (false, true));
+        // Healthy pods.
+        let ms = healthy(3);
+        let v = condition_values(&observation(&ms, Some("gg-0")));
+        assert_eq!(
+            (v[4].type_, v[4].status, v[4].reason),
+            ("PodsHealthy", true, "AsExpected")
+        );
+    }
+
+    #[test]
+    fn problem_notes_say_what_to_do() {
+        let problem = |reason: &str| PodProblem {
+            reason: reason.into(),
+            message: "kubelet says".into(),
+        };
+        let note = problem_note(
+            "demo-3",
+            &problem("ErrImageNeverPull"),
+            "guessgame-node:9",
+            None,
+        );
+        assert!(
+            note.starts_with("pod demo-3: ErrImageNeverPull: kubelet says; "),
+            "{note}"
+        );
+        assert!(
+            note.contains("kind load docker-image guessgame-node:9"),
+            "{note}"
+        );
+        assert!(
+            note.contains("does not restart a pod that never started"),
+            "{note}"
+        );
+        let note = problem_note("demo-0", &problem("VolumeUnbound"), "i", Some("nope"));
+        assert!(note.contains("data-demo-0"), "{note}");
+        assert!(note.contains("storageClassName is \"nope\""), "{note}");
+        let note = problem_note("demo-0", &problem("CrashLoopBackOff"), "i", None);
+        assert!(!note.contains("never started"), "{note}");
+        assert_eq!(problem_reason("SomethingNew"), "PodProblem");
+    }
+
     fn values(o: &Observation) -> Vec<(&'static str, bool, &'static str)> {
         condition_values(o)
             .into_iter()
@@ -853,6 +1356,7 @@ mod tests {
                 ("Progressing", false, "Stable"),
                 ("Degraded", false, "AsExpected"),
                 ("ScaleRefused", false, "AsRequested"),
+                ("PodsHealthy", true, "AsExpected"),
             ]
         );
     }

@@ -274,6 +274,19 @@ pub fn statefulset(
             success_threshold: Some(1),
             ..Default::default()
         }),
+        // Started = the node port accepts connections: the node has opened and checked its
+        // log (a long one takes a while) and listens. Every second, for up to 5 minutes;
+        // readiness and liveness begin once it succeeds, so a slow start is not killed.
+        startup_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("grpc".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(1),
+            timeout_seconds: Some(1),
+            failure_threshold: Some(300),
+            ..Default::default()
+        }),
         // Alive = the process accepts connections on the node port. Not the health service:
         // it is NOT_SERVING whenever the quorum is lost, and killing members then would only
         // make the outage longer (restart back-off).
@@ -282,7 +295,6 @@ pub fn statefulset(
                 port: IntOrString::String("grpc".into()),
                 ..Default::default()
             }),
-            initial_delay_seconds: Some(5),
             period_seconds: Some(10),
             timeout_seconds: Some(2),
             failure_threshold: Some(6),
@@ -582,9 +594,26 @@ mod tests {
         let csc = c.security_context.as_ref().unwrap();
         assert_eq!(csc.read_only_root_filesystem, Some(true));
         assert_eq!(csc.allow_privilege_escalation, Some(false));
+        // Readiness: the kubelet's gRPC probe of the standard health service, service ""
+        // (what the node reports for the whole server).
         let readiness = c.readiness_probe.as_ref().unwrap().grpc.as_ref().unwrap();
-        assert_eq!(readiness.port, NODE_PORT);
-        assert!(c.liveness_probe.as_ref().unwrap().tcp_socket.is_some());
+        assert_eq!(
+            (readiness.port, readiness.service.as_deref()),
+            (NODE_PORT, None)
+        );
+        // Liveness and startup: the port, never the quorum.
+        for probe in [&c.liveness_probe, &c.startup_probe] {
+            let probe = probe.as_ref().unwrap();
+            assert!(probe.tcp_socket.is_some() && probe.grpc.is_none());
+        }
+        let startup = c.startup_probe.as_ref().unwrap();
+        assert_eq!(
+            startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(),
+            300
+        );
+        assert_eq!(pod.termination_grace_period_seconds, Some(10));
+        assert_eq!(pod.enable_service_links, Some(false));
+        assert_eq!(pod.automount_service_account_token, Some(false));
         let env: Vec<_> = c
             .env
             .as_ref()

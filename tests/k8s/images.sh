@@ -8,15 +8,19 @@
 #   3. builds the workspace binaries on the host (cargo; same glibc as the base) and the images
 #      from node/Dockerfile and operator/Dockerfile with BINARIES=prebuilt and the base image
 #      as RUNTIME_IMAGE (the Dockerfiles' multi-stage path needs a Rust image: online only);
+#      with IMAGES_SAVE_DIR, saves both as tars there (for `ctr -n k8s.io images import`);
 #   4. runs them: versions and help as the non-root users, a one-node ensemble in a container
 #      (read-only root, no capabilities, a volume at /data) that `docker exec … guessgame`
-#      plays against, and the operator failing cleanly without a cluster.
+#      plays against and `docker stop` stops (SIGTERM to PID 1), the node on a local-path-like
+#      volume (root-owned, 0777) and on an unwritable one (a clear error), and the operator
+#      failing cleanly without a cluster.
 #
 #   sudo tests/k8s/images.sh       # needs root (apt-get, dockerd)
 #
 # Env: GUESSGAME_IMAGES_CACHE (default ~/.cache/guessgame-images), IMAGES_PROFILE=release
 # (default: debug binaries, stripped), IMAGES_TAG (default: the workspace version),
-# IMAGES_KEEP_DOCKERD=1 (leave a dockerd this script started running).
+# IMAGES_KEEP_DOCKERD=1 (leave a dockerd this script started running), IMAGES_SAVE_DIR (also
+# `docker save` each image to <dir>/<image>-<tag>.tar, for `ctr -n k8s.io images import`).
 # Ends with "images: N passed, M failed"; exits non-zero on the first failure.
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
@@ -191,6 +195,17 @@ build() { # <name> <dockerfile>
 build guessgame-node node/Dockerfile
 build guessgame-operator operator/Dockerfile
 log "sizes: $("$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^(guessgame-node|guessgame-operator|guessgame-base):" | tr '\n' ' ')"
+# For a cluster without a registry: `ctr -n k8s.io images import <tar>` on the node (what
+# `kind load docker-image` does) makes them available to pods with pullPolicy IfNotPresent.
+if [[ -n ${IMAGES_SAVE_DIR:-} ]]; then
+  mkdir -p "$IMAGES_SAVE_DIR"
+  for image in guessgame-node guessgame-operator; do
+    tar="$IMAGES_SAVE_DIR/$image-$TAG.tar"
+    check "docker save $image:$TAG -> $tar" "$DOCKER" save -o "$tar.tmp" "$image:$TAG"
+    mv "$tar.tmp" "$tar"
+    check "$tar names $image:$TAG" bash -c "tar -xOf '$tar' manifest.json | grep -q '\"$image:$TAG\"'"
+  done
+fi
 phase build
 
 # --- run them ---------------------------------------------------------------------------------------------
@@ -226,6 +241,39 @@ check "docker exec guessgame read: round 1, target 42, 1 guess" \
   bash -c "$DOCKER exec $c guessgame read | tee /dev/stderr | grep -q '^round 1: target 42, 1 guess(es)'"
 check "the node's log is on the volume (SQLite at /data)" "$DOCKER" exec "$c" test -s /data/logs_demo-0.db
 expect "the node runs as" "$("$DOCKER" exec "$c" id -u)" 10001
+# The node is PID 1 in its container (no init): SIGTERM only stops it if it handles the
+# signal itself; `docker stop` (like the kubelet) waits 10 s, then sends SIGKILL (exit 137).
+expect "the node is PID 1 in its container" "$("$DOCKER" exec "$c" cat /proc/1/comm)" guessgame-node
+t0=${EPOCHREALTIME/./}
+"$DOCKER" stop -t 10 "$c" >/dev/null
+stop_ms=$(((${EPOCHREALTIME/./} - t0) / 1000))
+expect "docker stop (SIGTERM): the node's exit code" "$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$c")" 0
+check "docker stop (SIGTERM): the node exited within 3 s (${stop_ms} ms)" test "$stop_ms" -lt 3000
+check "the node logged the graceful stop" bash -c "$DOCKER logs $c 2>&1 | grep -q 'shutting down.*SIGTERM'"
+
+pod_env=(-e GUESSGAME_REPLICAS=1 -e POD_NAME=demo-0 -e POD_NAMESPACE=games -e GUESSGAME_STATEFULSET=demo
+  -e GUESSGAME_SERVICE=demo-headless -e GUESSGAME_PEER_TEMPLATE='127.0.0.1:{port}')
+# A volume like local-path-provisioner's (a root-owned directory of mode 0777 on the host,
+# fsGroup ignored): the node creates its log there.
+pv="$WORK/local-path-pv"
+mkdir -m 0777 "$pv"
+c2="guessgame-images-node-pv-$$"
+CONTAINERS+=("$c2")
+"$DOCKER" run -d --name "$c2" --network none --read-only --tmpfs /tmp --cap-drop ALL \
+  --security-opt no-new-privileges -v "$pv:/data" "${pod_env[@]}" "$NODE" >/dev/null
+for ((i = 0; i < 100; i++)); do [[ -s $pv/logs_demo-0.db ]] && break; sleep 0.2; done
+check "a root-owned 0777 volume (local-path): the node created its log there" test -s "$pv/logs_demo-0.db"
+expect "the log's owner" "$(stat -c %u "$pv/logs_demo-0.db")" 10001
+"$DOCKER" stop -t 10 "$c2" >/dev/null
+expect "its exit code after docker stop" "$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$c2")" 0
+# A volume the node may not write to (root-owned, 0755): a clear error, not a panic.
+set +e
+out="$(run --read-only --tmpfs /tmp --tmpfs /data:mode=0755 --cap-drop ALL "${pod_env[@]}" "$NODE" 2>&1)"
+rc=$?
+set -e
+check "an unwritable /data: exit code 1, the directory, the errno, the uid (code $rc)" \
+  bash -c "(($rc == 1)) && grep -q 'cannot create files in the data directory /data: Permission denied (os error 13); this process runs as uid 10001' <<<\"\$1\"" _ "$out"
+check "an unwritable /data: no panic" bash -c "! grep -q panicked <<<\"\$1\"" _ "$out"
 
 expect "operator image: --version" "$(run "$OPERATOR" --version)" "guessgame-operator $VERSION"
 check "operator image: --help" bash -c "$DOCKER run --rm --network none $OPERATOR --help | grep -q -- --member-address"
