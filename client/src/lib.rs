@@ -20,7 +20,9 @@ pub use guessgame_node::config::{Config, NodeConfig};
 pub use members::{Configuration, MemberInfo, MembersReport, Reconfig};
 
 /// Resolves `--node` arguments: node ids from the config or `host:port`, comma-separated or
-/// repeated. Empty → every configured node.
+/// repeated. Empty → every configured node; inside a member's pod (pod mode, `POD_NAME` or the
+/// hostname names a member) that member first, so `kubectl exec demo-3 -- guessgame read`
+/// reads demo-3's own state, as `zkCli.sh` in a ZooKeeper pod talks to its local server.
 pub fn resolve_endpoints(
     config: &Config,
     nodes: &[String],
@@ -55,6 +57,47 @@ pub fn resolve_endpoints(
             .iter()
             .map(|n| (n.id.clone(), n.address.clone()))
             .collect();
+        let local = guessgame_node::config::PodSettings::from_env()
+            .ok()
+            .flatten()
+            .and_then(|pod| pod.pod_name);
+        local_first(&mut out, local.as_deref());
     }
     Ok(out)
+}
+
+/// Moves the endpoint of node `local` (if it is one of them) to the front, keeping the order
+/// of the others.
+fn local_first(endpoints: &mut [(String, String)], local: Option<&str>) {
+    if let Some(i) = local.and_then(|id| endpoints.iter().position(|(n, _)| n == id)) {
+        endpoints[..=i].rotate_right(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eps(ids: &[&str]) -> Vec<(String, String)> {
+        ids.iter()
+            .map(|i| (i.to_string(), format!("{i}:7100")))
+            .collect()
+    }
+
+    #[test]
+    fn local_member_is_asked_first_and_the_others_keep_their_order() {
+        let mut e = eps(&["demo-0", "demo-1", "demo-2", "demo-3"]);
+        local_first(&mut e, Some("demo-2"));
+        let ids: Vec<_> = e.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(ids, ["demo-2", "demo-0", "demo-1", "demo-3"]);
+    }
+
+    #[test]
+    fn no_or_unknown_local_node_keeps_the_configured_order() {
+        let mut e = eps(&["demo-0", "demo-1"]);
+        local_first(&mut e, None);
+        local_first(&mut e, Some("other-7"));
+        let ids: Vec<_> = e.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(ids, ["demo-0", "demo-1"]);
+    }
 }

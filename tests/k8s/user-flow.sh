@@ -50,9 +50,28 @@ diagnostics() {
     kubectl get gg -A -o yaml | sed -n '/^  status:/,$p' | head -n 80
   } >&2 2>&1 || true
 }
+# What the host looks like outside the cluster's own directories: taken before cluster-up.sh
+# and after cluster-down.sh, and compared (no process, mount, cgroup, namespace, link, route,
+# firewall rule or sysctl left behind or changed). Counters that move by themselves are left out.
+host_snapshot() (
+  set +e +o pipefail # a section with nothing to list is fine
+  {
+    echo "## sysctl"
+    sysctl -a 2>/dev/null | grep -Ev '^(kernel\.random\.|fs\.(dentry-state|inode-nr|inode-state|file-nr|aio-nr)|kernel\.ns_last_pid|kernel\.pty\.nr|net\.netfilter\.nf_conntrack_count|kernel\.sched_domain|fs\.quota\.|kernel\.perf_event_max_sample_rate|net\.ipv4\.tcp_mem|net\.ipv4\.udp_mem|vm\.stat_refresh)'
+    echo "## links"; ip -o link show | sed 's/^[0-9]*: //; s/ link\/.*//'
+    echo "## routes"; ip route show table all
+    echo "## netns"; ip netns list
+    echo "## mounts"; awk '{ print $5, $9 }' /proc/self/mountinfo | sort
+    echo "## cgroups"; find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d | sort
+    echo "## nft"; nft list ruleset 2>/dev/null || iptables-save 2>/dev/null | grep -v '^#'
+    echo "## processes"; ps -eo comm= | grep -E 'kube|etcd|containerd|coredns|local-path|guessgame|pause|runc' | sort
+  } 2>&1
+)
+exec 3>&1 4>&2 # the script's own stdout and stderr, for cleanup (it may run inside a redirection)
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  exec 1>&3 2>&4
   if ((rc != 0)); then
     ((FAILED)) || { log "FAIL: aborted (exit $rc)"; echo "user-flow: $passed passed, 1 failed"; }
     [[ -n ${KUBECONFIG:-} ]] && diagnostics
@@ -60,7 +79,20 @@ cleanup() {
   if ((rc != 0)) && [[ -n ${USER_FLOW_KEEP:-} ]]; then
     log "USER_FLOW_KEEP: cluster left running: source $CL/env; stop: $K8S_HARNESS_DIR/cluster-down.sh $CL --clean"
   else
-    "$K8S_HARNESS_DIR/cluster-down.sh" "$CL" --clean >&2 || rc=1
+    if "$K8S_HARNESS_DIR/cluster-down.sh" "$CL" --clean >&2; then
+      host_snapshot >"$WORK/host-after.txt"
+      if diff "$WORK/host-before.txt" "$WORK/host-after.txt" >"$WORK/host.diff"; then
+        pass "cluster-down.sh left the host as it was (sysctls, links, routes, namespaces, mounts, cgroups, firewall, processes)"
+      else
+        log "FAIL: the host differs after cluster-down.sh:"
+        cat "$WORK/host.diff" >&2
+        rc=1
+      fi
+    else
+      log "FAIL: cluster-down.sh reports leftovers"
+      rc=1
+    fi
+    ((rc == 0)) && echo "user-flow: $passed passed, 0 failed"
     rm -rf "$WORK"
   fi
   log "user-flow took $((SECONDS - t_start))s"
@@ -78,6 +110,7 @@ pass "images.sh built and ran both images ($(tail -n 1 "$WORK/images.log"))"
 figure images_s $((SECONDS - t0))
 VERSION="$(cargo metadata -q --format-version 1 --no-deps | jq -r '.packages[] | select(.name == "guessgame-node") | .version')"
 t0=$SECONDS
+host_snapshot >"$WORK/host-before.txt"
 eval "$("$K8S_HARNESS_DIR/cluster-up.sh" "$CL")"
 figure cluster_up_s $((SECONDS - t0))
 # shellcheck source=/dev/null
@@ -103,10 +136,10 @@ gg_exec() { kubectl exec -n "$NS" "$1" -- guessgame "${@:2}"; } # <pod> <guessga
 step "1. helm install guessgame charts/guessgame -n $OPNS --create-namespace"
 check "helm install" helm install guessgame charts/guessgame -n "$OPNS" --create-namespace
 eventually 90 "the operator Deployment is available (its pod Ready by the kubelet's probe)" \
-  kubectl -n "$OPNS" wait deployment/guessgame --for=condition=Available --timeout=2s
-OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame -o jsonpath='{.items[0].metadata.name}')"
+  kubectl -n "$OPNS" wait deployment/guessgame-operator --for=condition=Available --timeout=2s
+OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame-operator -o jsonpath='{.items[0].metadata.name}')"
 expect "operator pod image" "$(jp "pod/$OP_POD" '{.spec.containers[0].image}' "$OPNS")" "guessgame-operator:$VERSION"
-expect "operator pod ServiceAccount (the chart's)" "$(jp "pod/$OP_POD" '{.spec.serviceAccountName}' "$OPNS")" guessgame
+expect "operator pod ServiceAccount (the chart's)" "$(jp "pod/$OP_POD" '{.spec.serviceAccountName}' "$OPNS")" guessgame-operator
 expect "operator pod placed by the scheduler on" "$(jp "pod/$OP_POD" '{.spec.nodeName}' "$OPNS")" "$NODE_NAME"
 expect "operator container running as" "$(kubectl -n "$OPNS" exec "$OP_POD" -- id -u 2>/dev/null || jp "pod/$OP_POD" '{.spec.containers[0].securityContext.runAsUser}' "$OPNS")" 65532
 
@@ -130,7 +163,7 @@ for i in 0 1 2 3 4; do
     "$(jp "pvc/data-$p" '{.status.phase} {.spec.storageClassName}')" "Bound standard"
 done
 check "the readiness probe is the kubelet's gRPC probe" bash -c "[[ -n \$(kubectl get pod $GG-0 -o jsonpath='{.spec.containers[0].readinessProbe.grpc.port}') ]]"
-check "Scheduled Events from default-scheduler" bash -c "kubectl get events -o json | jq -e '[.items[] | select(.reason == \"Scheduled\" and .source.component == \"default-scheduler\" and (.involvedObject.name | startswith(\"$GG-\")))] | length >= 5'"
+check "Scheduled Events from default-scheduler" bash -c "kubectl get events -o json | jq -e '[.items[] | select(.reason == \"Scheduled\" and (.source.component // .reportingComponent) == \"default-scheduler\" and (.involvedObject.name | startswith(\"$GG-\")))] | length >= 5'"
 check "a peer's name resolves through CoreDNS ($GG-1.$GG-headless.$NS.svc.cluster.local, from $GG-0)" \
   kubectl exec "$GG-0" -- getent hosts "$GG-1.$GG-headless.$NS.svc.cluster.local"
 check "a PV's data is a directory the provisioner made under the cluster's volumes" \
@@ -153,7 +186,10 @@ expect "linearizable read: open round" "$ROUND" 2
 
 # --- 4. the leader dies ------------------------------------------------------------------------
 other_than() { local i; for i in 0 1 2 3 4; do [[ $GG-$i == "$1" ]] || { echo "$GG-$i"; return; }; done; }
-new_leader_since() { local l; l="$(st leader)"; [[ -n $l && $l != "$1" ]]; } # <old leader>
+# A new leadership: a leader in a higher epoch than <epoch>. After a kill -9 the kubelet restarts
+# the container at once, and the restarted node may win the election again (it has the highest
+# id among the most up-to-date), so the leader's name alone does not tell.
+new_leader_since() { local l e; l="$(st leader)" e="$(st epoch)"; [[ -n $l && -n $e ]] && ((e > $1)); } # <old epoch>
 writes_ok=0
 write_commits() { # <pod> <value>: one write through that pod committed
   if gg_exec "$1" --timeout-ms 2000 write "$2" >/dev/null 2>&1; then writes_ok=$((writes_ok + 1)); return 0; fi
@@ -163,8 +199,8 @@ member_log_entries() { # <pod>: entries the node loaded from its SQLite file whe
   kubectl logs "$1" | grep -m1 '"starting"\|starting' | grep -o 'entries[=":]*[0-9]*' | grep -o '[0-9]*$'
 }
 failover() { # <how> <figure prefix>: the leader dies as <how> says; new leader, writes, rejoin
-  local how=$1 name=$2 old pvc_uid t via round_before round_after entries
-  old="$(st leader)"
+  local how=$1 name=$2 old old_epoch pvc_uid t via round_before round_after entries
+  old="$(st leader)" old_epoch="$(st epoch)"
   DIED=$old
   via="$(other_than "$old")"
   pvc_uid="$(jp "pvc/data-$old" '{.metadata.uid}')"
@@ -178,21 +214,24 @@ failover() { # <how> <figure prefix>: the leader dies as <how> says; new leader,
       ;;
     kill9)
       local cid pid
-      cid="$(crictl_ ps -q --name guessgame --label "io.kubernetes.pod.name=$old")"
-      pid="$(crictl_ inspect -o go-template --template '{{.info.pid}}' "$cid")"
+      cid="$(crictl_ ps -q --name '^node$' --label "io.kubernetes.pod.name=$old")"
+      pid="$(crictl_ inspect "$cid" | jq -r 'if type == "array" then .[0] else . end | .info.pid')"
+      [[ $(cat "/proc/$pid/comm") == guessgame-node ]] || fail "pid $pid of $old's container is not guessgame-node"
       log "   kill -9 $pid: $old's node process (container ${cid:0:12}, found with crictl)"
       kill -KILL "$pid"
       ;;
   esac
-  eventually 30 "a new leader in kubectl get gg after $how of $old" new_leader_since "$old"
+  eventually 30 "a new leader (epoch > $old_epoch) in kubectl get gg after $how of $old" new_leader_since "$old_epoch"
   figure "${name}_new_leader_s" "$(secs_since "$t")"
   eventually 30 "a write through $via commits" write_commits "$via" 60
   figure "${name}_write_commits_s" "$(secs_since "$t")"
   NEW_LEADER="$(st leader)"
-  log "   new leader $NEW_LEADER, epoch $(st epoch)"
-  eventually 90 "$old is back, Ready, and a follower" \
+  log "   leader $NEW_LEADER in epoch $(st epoch) (was $old in epoch $old_epoch)"
+  local role=follower
+  [[ $NEW_LEADER == "$old" ]] && role=leader # re-elected after its restart (see new_leader_since)
+  eventually 90 "$old is back, Ready, and a $role" \
     bash -c "[[ \$(kubectl get pod $old -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}') == True && \
-      \$(kubectl get gg $GG -o jsonpath='{.status.members[?(@.pod==\"$old\")].role}') == follower ]]"
+      \$(kubectl get gg $GG -o jsonpath='{.status.members[?(@.pod==\"$old\")].role}') == $role ]]"
   figure "${name}_rejoined_s" "$(secs_since "$t")"
   expect "$old came back on the same PVC" "$(jp "pvc/data-$old" '{.metadata.uid}')" "$pvc_uid"
   entries="$(member_log_entries "$old")"
@@ -215,9 +254,9 @@ step "5. kubectl patch gg $GG 5 -> 7 -> 5 (operator pod deleted during the scale
 check "patch replicas 7" kubectl patch gg "$GG" --type=merge -p '{"spec":{"replicas":7}}'
 eventually 60 "status.scaling 5 -> 7 appears" bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.scaling.to}') == 7 ]]"
 eventually 90 "$GG-5 added (Event MemberAdded)" has_event MemberAdded "$GG-5 ("
-OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame -o jsonpath='{.items[0].metadata.name}')"
+OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame-operator -o jsonpath='{.items[0].metadata.name}')"
 check "kubectl delete pod $OP_POD (the operator, mid-scaling)" kubectl -n "$OPNS" delete pod "$OP_POD"
-eventually 90 "a new operator pod is available" kubectl -n "$OPNS" wait deployment/guessgame --for=condition=Available --timeout=2s
+eventually 90 "a new operator pod is available" kubectl -n "$OPNS" wait deployment/guessgame-operator --for=condition=Available --timeout=2s
 eventually 180 "the new operator finished the scaling: 7 voters, no status.scaling" \
   bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.replicas}/{.status.readyReplicas}/{.status.scaling}') == 7/7/ ]]"
 eventually 15 "Event ScalingDone (7 voters)" has_event ScalingDone "the ensemble has 7 voters"
@@ -261,11 +300,11 @@ expect "nostorage: status.restarts" "$(kubectl get gg nostorage -n bad -o jsonpa
 check "delete the bad GuessGames" kubectl delete gg -n bad noimage nostorage --wait=true
 
 step "6c. RBAC missing a verb (the operator may not patch guessgames/status)"
-CR="$(kubectl get clusterrole -l app.kubernetes.io/name=guessgame -o jsonpath='{.items[0].metadata.name}')"
+CR="$(kubectl get clusterrole -l app.kubernetes.io/name=guessgame-operator -o jsonpath='{.items[0].metadata.name}')"
 kubectl get clusterrole "$CR" -o json >"$WORK/clusterrole.json"
 jq '.rules |= map(if (.resources | index("guessgames/status")) then .verbs -= ["patch", "update"] else . end)' \
   "$WORK/clusterrole.json" | kubectl replace -f - >/dev/null
-OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame -o jsonpath='{.items[0].metadata.name}')"
+OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame-operator -o jsonpath='{.items[0].metadata.name}')"
 eventually 60 "the operator logs the refused status patch (forbidden, naming the resource)" \
   bash -c "kubectl -n $OPNS logs $OP_POD | grep -i forbidden | grep -q guessgames"
 jq 'del(.metadata.resourceVersion)' "$WORK/clusterrole.json" | kubectl replace -f - >/dev/null
@@ -287,9 +326,9 @@ step "6d. the CRD missing: the operator from the chart without its CRD"
 check "kubectl delete crd guessgames.guessgame.dev" kubectl delete crd guessgames.guessgame.dev
 check "helm install --skip-crds" helm install guessgame charts/guessgame -n "$OPNS" --skip-crds
 eventually 90 "the operator pod says the CRD is missing" \
-  bash -c "kubectl -n $OPNS logs -l app.kubernetes.io/name=guessgame --tail=50 | grep -qi 'is the CRD installed'"
+  bash -c "kubectl -n $OPNS logs -l app.kubernetes.io/name=guessgame-operator --tail=50 | grep -qi 'is the CRD installed'"
 check "helm uninstall" helm uninstall guessgame -n "$OPNS" --wait
 
 step "the figures"
 for f in "${FIGURES[@]}"; do echo "FIGURE $f"; done
-echo "user-flow: $passed passed, 0 failed"
+# The summary line comes from cleanup, after cluster-down.sh and the host comparison.
