@@ -175,8 +175,15 @@ check "kubectl exec $GG-0 -- guessgame write 50" gg_exec "$GG-0" write 50
 check "kubectl exec $GG-1 -- guessgame --client-id alice guess 42" gg_exec "$GG-1" --client-id alice guess 42
 check "kubectl exec $GG-2 -- guessgame --client-id bob guess 53" gg_exec "$GG-2" --client-id bob guess 53
 check "kubectl exec $GG-3 -- guessgame write 70 (closes round 1)" gg_exec "$GG-3" write 70
-winner_on() { # <pod> <round> <winner>: the pod's own (local) read shows that result
-  gg_exec "$1" read --output json | jq -e --argjson r "$2" --arg w "$3" '.last_result.round == $r and .last_result.winner == $w'
+winner_on() { # <pod> <round> <winner>: the pod's own node (a local read) shows that result
+  gg_exec "$1" read --output json |
+    jq -e --arg p "$1" --argjson r "$2" --arg w "$3" '.node == $p and .last_result.round == $r and .last_result.winner == $w'
+}
+same_state() { # <pod>: its own node's state (local read) is the leader's (linearizable read)
+  local mine theirs
+  mine="$(gg_exec "$1" read --output json | jq -ce --arg p "$1" 'select(.node == $p) | del(.node)')" || return 1
+  theirs="$(gg_exec "$1" read --linearizable --output json | jq -c 'del(.node)')" || return 1
+  [[ $mine == "$theirs" ]]
 }
 for i in 0 1 2 3 4; do
   eventually 10 "$GG-$i reads round 1's winner bob" winner_on "$GG-$i" 1 bob
@@ -199,11 +206,11 @@ member_log_entries() { # <pod>: entries the node loaded from its SQLite file whe
   kubectl logs "$1" | grep -m1 '"starting"\|starting' | grep -o 'entries[=":]*[0-9]*' | grep -o '[0-9]*$'
 }
 failover() { # <how> <figure prefix>: the leader dies as <how> says; new leader, writes, rejoin
-  local how=$1 name=$2 old old_epoch pvc_uid t via round_before round_after entries
+  local how=$1 name=$2 old old_epoch pvc_uid pod_uid t via round_before round_after entries
   old="$(st leader)" old_epoch="$(st epoch)"
   DIED=$old
   via="$(other_than "$old")"
-  pvc_uid="$(jp "pvc/data-$old" '{.metadata.uid}')"
+  pvc_uid="$(jp "pvc/data-$old" '{.metadata.uid}')" pod_uid="$(jp "pod/$old" '{.metadata.uid}')"
   round_before="$(gg_exec "$via" read --linearizable --output json | jq -r .round)"
   writes_ok=0
   t=$(now_ms)
@@ -225,12 +232,18 @@ failover() { # <how> <figure prefix>: the leader dies as <how> says; new leader,
   figure "${name}_new_leader_s" "$(secs_since "$t")"
   eventually 30 "a write through $via commits" write_commits "$via" 60
   figure "${name}_write_commits_s" "$(secs_since "$t")"
+  if [[ $how == kill9 ]]; then
+    eventually 30 "the kubelet restarted $old's container in place" \
+      bash -c "(( \$(kubectl get pod $old -o jsonpath='{.status.containerStatuses[0].restartCount}') >= 1 ))"
+  fi
   NEW_LEADER="$(st leader)"
   log "   leader $NEW_LEADER in epoch $(st epoch) (was $old in epoch $old_epoch)"
   local role=follower
   [[ $NEW_LEADER == "$old" ]] && role=leader # re-elected after its restart (see new_leader_since)
-  eventually 90 "$old is back, Ready, and a $role" \
-    bash -c "[[ \$(kubectl get pod $old -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}') == True && \
+  # delete: a new pod (the StatefulSet recreates it); kill -9: the same pod, its container restarted
+  eventually 90 "$old is back ($([[ $how == kill9 ]] && echo same || echo new) pod), Ready, and a $role" \
+    bash -c "[[ \$(kubectl get pod $old -o jsonpath='{.metadata.uid}') $([[ $how == kill9 ]] && echo == || echo !=) $pod_uid && \
+      \$(kubectl get pod $old -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}') == True && \
       \$(kubectl get gg $GG -o jsonpath='{.status.members[?(@.pod==\"$old\")].role}') == $role ]]"
   figure "${name}_rejoined_s" "$(secs_since "$t")"
   expect "$old came back on the same PVC" "$(jp "pvc/data-$old" '{.metadata.uid}')" "$pvc_uid"
@@ -239,7 +252,7 @@ failover() { # <how> <figure prefix>: the leader dies as <how> says; new leader,
   round_after="$(gg_exec "$old" read --linearizable --output json | jq -r .round)"
   check "no committed round lost: round $round_before + $writes_ok committed write(s) <= $round_after" \
     test "$round_after" -ge $((round_before + writes_ok))
-  eventually 15 "$old reads round 1's winner bob from its own state" winner_on "$old" 1 bob
+  eventually 15 "$old's own node has the leader's state (round, target, last result, applied zxid)" same_state "$old"
   eventually 60 "5 ready members again" bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.readyReplicas}') == 5 ]]"
 }
 step "4a. kubectl delete pod <leader> ($LEADER)"
@@ -268,7 +281,9 @@ eventually 180 "scaled back: 5 voters, 5 pods, no status.scaling" \
 eventually 15 "Events MemberRemoved for $GG-6 and $GG-5" bash -c "[[ \$(kubectl get events -o json | jq '[.items[] | select(.reason == \"MemberRemoved\")] | length') -ge 2 ]]"
 eventually 60 "the removed members' PVCs are deleted (whenScaled: Delete)" \
   bash -c "! kubectl get pvc data-$GG-5 data-$GG-6 -o name 2>/dev/null | grep -q ."
-eventually 10 "round 1's winner still on $GG-0" winner_on "$GG-0" 1 bob
+for i in 0 1 2 3 4; do
+  eventually 15 "$GG-$i's own node has the leader's state after the scaling" same_state "$GG-$i"
+done
 
 # --- 6. bad paths ------------------------------------------------------------------------------------
 step "6a. an image tag that is not on the node"
