@@ -313,6 +313,7 @@ eventually 60 "nostorage: PodsHealthy=False (VolumeUnbound or Unschedulable)" \
   bash -c "kubectl get gg nostorage -n bad -o jsonpath='{.status.conditions[?(@.type==\"PodsHealthy\")].status} {.status.conditions[?(@.type==\"PodsHealthy\")].reason}' | grep -Eq '^False (VolumeUnbound|Unschedulable)$'"
 expect "nostorage: status.restarts" "$(kubectl get gg nostorage -n bad -o jsonpath='{.status.restarts}')" 0
 check "delete the bad GuessGames" kubectl delete gg -n bad noimage nostorage --wait=true
+check "delete their PVCs and namespace" kubectl delete namespace bad --wait=true
 
 step "6c. RBAC missing a verb (the operator may not patch guessgames/status)"
 CR="$(kubectl get clusterrole -l app.kubernetes.io/name=guessgame-operator -o jsonpath='{.items[0].metadata.name}')"
@@ -320,6 +321,8 @@ kubectl get clusterrole "$CR" -o json >"$WORK/clusterrole.json"
 jq '.rules |= map(if (.resources | index("guessgames/status")) then .verbs -= ["patch", "update"] else . end)' \
   "$WORK/clusterrole.json" | kubectl replace -f - >/dev/null
 OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame-operator -o jsonpath='{.items[0].metadata.name}')"
+# The operator patches the status only when it changes: a move changes status.round.
+check "a move while the operator may not patch the status" gg_exec "$GG-0" write 33
 eventually 60 "the operator logs the refused status patch (forbidden, naming the resource)" \
   bash -c "kubectl -n $OPNS logs $OP_POD | grep -i forbidden | grep -q guessgames"
 jq 'del(.metadata.resourceVersion)' "$WORK/clusterrole.json" | kubectl replace -f - >/dev/null
