@@ -64,7 +64,8 @@ host_snapshot() (
     echo "## mounts"; awk '{ print $5, $9 }' /proc/self/mountinfo | sort
     echo "## cgroups"; find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d | sort
     echo "## nft"; nft list ruleset 2>/dev/null || iptables-save 2>/dev/null | grep -v '^#'
-    echo "## processes"; ps -eo comm= | grep -E 'kube|etcd|containerd|coredns|local-path|guessgame|pause|runc' | sort
+    # (exited ones not yet reaped by this machine's init are not processes any more)
+    echo "## processes"; ps -eo stat=,comm= | awk '$1 !~ /^Z/ { print $2 }' | grep -E 'kube|etcd|containerd|coredns|local-path|guessgame|pause|runc' | sort
   } 2>&1
 )
 exec 3>&1 4>&2 # the script's own stdout and stderr, for cleanup (it may run inside a redirection)
