@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # FAILED and passed are read by the scripts that source this
 # Assertions for the end-to-end scripts (sourced after lib.sh). Set TEST_NAME first; a failure
 # prints "<TEST_NAME>: N passed, 1 failed" and exits 1 (the caller's EXIT trap then prints
 # diagnostics and cleans up).
@@ -8,7 +9,7 @@ pass() { passed=$((passed + 1)); log "PASS: $*"; }
 fail() {
   log "FAIL: $*"
   echo "${TEST_NAME:-test}: $passed passed, 1 failed"
-  FAILED=1
+  FAILED=1 # read by the callers' EXIT traps
   exit 1
 }
 # check <description> <command...>

@@ -69,7 +69,7 @@ source "$W/cluster.env"
 [[ ! -e /run/netns/$NETNS ]] || die "network namespace $NETNS exists already (another cluster named $NAME?)"
 ! ip link show "$VETH" >/dev/null 2>&1 || die "link $VETH exists already (another cluster named $NAME?)"
 for net in "$NODE_SUBNET" "$CLUSTER_CIDR" "$SERVICE_CIDR"; do
-  [[ -z "$(ip -4 route show to match "${net%/*}" | grep -v '^default')" ]] ||
+  ! ip -4 route show to match "${net%/*}" | grep -v '^default' >/dev/null ||
     die "the root namespace already routes $net: $(ip -4 route show to match "${net%/*}")"
 done
 mkdir -p "$W"/{pids,logs,baseline,containerd/cni,kubelet/manifests,kubelet/pod-logs,kube-proxy,scheduler,volumes}

@@ -243,7 +243,7 @@ failover() { # <how> <figure prefix>: the leader dies as <how> says; new leader,
   [[ $NEW_LEADER == "$old" ]] && role=leader # re-elected after its restart (see new_leader_since)
   # delete: a new pod (the StatefulSet recreates it); kill -9: the same pod, its container restarted
   eventually 90 "$old is back ($([[ $how == kill9 ]] && echo same || echo new) pod), Ready, and a $role" \
-    bash -c "[[ \$(kubectl get pod $old -o jsonpath='{.metadata.uid}') $([[ $how == kill9 ]] && echo == || echo !=) $pod_uid && \
+    bash -c "[[ \$(kubectl get pod $old -o jsonpath='{.metadata.uid}') $([[ $how == kill9 ]] && echo '==' || echo '!=') $pod_uid && \
       \$(kubectl get pod $old -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}') == True && \
       \$(kubectl get gg $GG -o jsonpath='{.status.members[?(@.pod==\"$old\")].role}') == $role ]]"
   figure "${name}_rejoined_s" "$(secs_since "$t")"
