@@ -23,36 +23,9 @@ REPLICAS=3
 OPNS=guessgame-system RELEASE=guessgame SA=guessgame-operator
 UNRESPONSIVE=5 # seconds: restart threshold, and the minimum time between two restarts
 
-passed=0
-step() { log "== $*"; }
-pass() { passed=$((passed + 1)); log "PASS: $*"; }
-# fail <message>: stops the test (the EXIT trap prints diagnostics and cleans up).
-fail() {
-  log "FAIL: $*"
-  echo "operator-e2e: $passed passed, 1 failed"
-  FAILED=1
-  exit 1
-}
-# check <description> <command...>
-check() {
-  local d=$1 out
-  shift
-  if out="$("$@" 2>&1)"; then pass "$d"; else fail "$d${out:+: $(tail -n 5 <<<"$out")}"; fi
-}
-# eventually <timeout s> <description> <command...>: retried every 0.3 s.
-eventually() {
-  local t=$1 d=$2 start=$SECONDS
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS - start >= t)) && fail "$d (not within ${t}s)"
-    sleep 0.3
-  done
-  pass "$d (after $((SECONDS - start))s)"
-}
-# expect <description> <actual> <expected>
-expect() {
-  if [[ $2 == "$3" ]]; then pass "$1 = $3"; else fail "$1: got '$2', expected '$3'"; fi
-}
+TEST_NAME=operator-e2e
+# shellcheck source=assert.sh source-path=SCRIPTDIR
+source "$K8S_HARNESS_DIR/assert.sh" # step, pass, fail, check, eventually, expect
 jp() { # <kind/name> <jsonpath> [namespace]
   kubectl get "$1" -n "${3:-$NS}" -o jsonpath="$2"
 }
