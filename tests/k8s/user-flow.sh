@@ -33,7 +33,17 @@ OPNS=guessgame-system GG=demo NS=default
 FIGURES=()
 figure() { FIGURES+=("$1 $2"); log "FIGURE $1 $2"; }
 
+# A run that was killed (no EXIT trap) leaves its cluster up, and its network namespace would
+# stop this one from starting: take such clusters down first (their user-flow.sh is gone).
+for stale in "${TMPDIR:-/tmp}"/guessgame-user-flow.*/; do
+  [[ -f $stale/cluster/cluster.env ]] || continue
+  owner="$(cat "$stale/user-flow.pid" 2>/dev/null)"
+  [[ -n $owner ]] && tr '\0' ' ' 2>/dev/null <"/proc/$owner/cmdline" | grep user-flow.sh >/dev/null && continue
+  log "taking down the cluster a killed run left in $stale"
+  "$K8S_HARNESS_DIR/cluster-down.sh" "$stale/cluster" --clean >&2 && rm -rf "$stale"
+done
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/guessgame-user-flow.XXXXXX")"
+echo $$ >"$WORK/user-flow.pid"
 CL="$WORK/cluster"
 diagnostics() {
   log "--- diagnostics"
