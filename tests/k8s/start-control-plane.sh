@@ -42,7 +42,9 @@ WITH_NODES="${GUESSGAME_K8S_NODES:-0}"
 KUBERNETES_SVC_IP="${BASH_REMATCH[1]}.1"
 # innet <cmd...>: run in the control plane's network namespace (nsenter --net, not `ip netns
 # exec`: that one also remounts /sys, which breaks runc for a kubelet started the same way).
-innet() { if [[ -n $NETNS ]]; then nsenter --net="/run/netns/$NETNS" "$@"; else "$@"; fi; }
+INNET=()
+[[ -z $NETNS ]] || INNET=(nsenter --net="/run/netns/$NETNS")
+innet() { "${INNET[@]}" "$@"; }
 command -v curl >/dev/null || die "curl is required"
 
 "$K8S_HARNESS_DIR/build-control-plane.sh" >/dev/null
@@ -117,8 +119,6 @@ daemon() {
   echo $! >"$PIDS/$name.pid"
   log "started $name (pid $!), log $LOGS/$name.log"
 }
-INNET=()
-[[ -z $NETNS ]] || INNET=(nsenter --net="/run/netns/$NETNS")
 alive() { kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
 # wait_up <timeout> <name> <probe...>: 0 when the probe passes, 1 when the process exited
 # (its pid file is removed), dies on timeout.
@@ -197,6 +197,7 @@ start_daemon etcd 60 run_etcd etcd_healthy
 # --- kube-apiserver ---------------------------------------------------------------------------
 if ((WITH_NODES)); then
   # The `kubernetes` Service's endpoint is this apiserver (kube-proxy routes pods to it).
+  # shellcheck disable=SC2054 # Node,RBAC is one value
   API_NODE_ARGS=(
     --authorization-mode=Node,RBAC
     --enable-admission-plugins=NodeRestriction
