@@ -37,7 +37,7 @@ figure() { FIGURES+=("$1 $2"); log "FIGURE $1 $2"; }
 # stop this one from starting: take such clusters down first (their user-flow.sh is gone).
 for stale in "${TMPDIR:-/tmp}"/guessgame-user-flow.*/; do
   [[ -f $stale/cluster/cluster.env ]] || continue
-  owner="$(cat "$stale/user-flow.pid" 2>/dev/null)"
+  owner="$(cat "$stale/user-flow.pid" 2>/dev/null || true)"
   [[ -n $owner ]] && tr '\0' ' ' 2>/dev/null <"/proc/$owner/cmdline" | grep user-flow.sh >/dev/null && continue
   log "taking down the cluster a killed run left in $stale"
   "$K8S_HARNESS_DIR/cluster-down.sh" "$stale/cluster" --clean >&2 && rm -rf "$stale"
