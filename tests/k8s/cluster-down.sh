@@ -27,29 +27,7 @@ clean=0
 source "$W/cluster.env"
 t0=$SECONDS
 
-ours() { # <pid>: still the process we started (its command line names the work dir)?
-  local cmd
-  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
-  [[ $cmd == *"$W"* ]]
-}
-stop_pid() { # <name> <pid> [seconds before SIGKILL]
-  local name=$1 pid=$2 grace=${3:-10} i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < grace * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "$name (pid $pid) ignored SIGTERM for ${grace}s; SIGKILL"
-    kill -KILL "$pid" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  fi
-  log "stopped $name (pid $pid)"
-}
-stop_recorded() { # <name>
-  local f="$W/pids/$1.pid" pid
-  [[ -f $f ]] || return 0
-  pid="$(cat "$f")"
-  [[ $pid =~ ^[0-9]+$ ]] && ours "$pid" && stop_pid "$1" "$pid"
-  rm -f "$f"
-}
+ours() { names_dir "$1" "$W"; } # <pid>: still a process of this cluster?
 cgroup_dirs() { # the node's cgroup subtrees that exist, in every hierarchy
   local h
   for h in /sys/fs/cgroup/*/; do
@@ -63,13 +41,13 @@ cgroup_pids() { # every process in those subtrees
 }
 
 # 1. What would recreate or reschedule pods.
-for d in kube-scheduler kube-proxy kubelet; do stop_recorded "$d"; done
+for d in kube-scheduler kube-proxy kubelet; do stop_recorded "$W/pids/$d.pid" "$d" "$W"; done
 # 2. The pods, through the CRI, while containerd runs.
 if [[ -f $W/pids/containerd.pid ]] && ours "$(cat "$W/pids/containerd.pid")"; then
   timeout 60 "$K8S_BIN_DIR/crictl" --config "$W/crictl.yaml" rmp -af >/dev/null 2>&1 ||
     log "crictl rmp -af failed (what remains is stopped through the cgroups below)"
 fi
-stop_recorded containerd
+stop_recorded "$W/pids/containerd.pid" containerd "$W"
 # 3. The control plane (inside the namespace, so before it goes).
 [[ -d $W/cp ]] && "$K8S_HARNESS_DIR/stop-control-plane.sh" "$W/cp" >/dev/null 2>&1
 # 4. Whatever still runs in the node's cgroups (shims, containers), then shims of our containerd.

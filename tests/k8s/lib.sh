@@ -89,3 +89,34 @@ HOST_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_
 # shellcheck disable=SC2034
 HOST_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /run/containerd
   /etc/cni /opt/cni /var/lib/containerd /run/netns)
+
+# --- processes the harness started ---------------------------------------------------------------
+# names_dir <pid> <dir>: the process is alive and its command line names <dir> (so a recycled
+# pid is never taken for ours; an exited process not yet reaped has an empty command line).
+names_dir() {
+  local cmd
+  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
+  [[ $cmd == *"$2"* ]]
+}
+# stop_recorded <pidfile> <name> <dir>: SIGTERM the recorded process if it is still ours,
+# SIGKILL after 10 s; removes the pid file once it is gone. Fails if it could not be stopped.
+stop_recorded() {
+  local f=$1 name=$2 dir=$3 pid i
+  [[ -f $f ]] || return 0
+  pid="$(cat "$f")"
+  if [[ $pid =~ ^[0-9]+$ ]] && names_dir "$pid" "$dir"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do names_dir "$pid" "$dir" || break; sleep 0.1; done
+    if names_dir "$pid" "$dir"; then
+      log "$name (pid $pid) ignored SIGTERM for 10s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do names_dir "$pid" "$dir" || break; sleep 0.1; done
+    fi
+    if names_dir "$pid" "$dir"; then
+      log "could not stop $name (pid $pid)"
+      return 1
+    fi
+    log "stopped $name (pid $pid)"
+  fi
+  rm -f "$f"
+}
