@@ -16,7 +16,7 @@ fail() {
 check() {
   local d=$1 out
   shift
-  if out="$("$@" 2>&1)"; then pass "$d"; else fail "$d${out:+: $(tail -n 5 <<<"$out")}"; fi
+  if out="$("$@" 2>&1)"; then pass "$d"; else fail "$d${out:+: $(tail -n 8 <<<"$out")}"; fi
 }
 # eventually <timeout s> <description> <command...>: retried every 0.3 s.
 eventually() {

@@ -29,20 +29,9 @@ ROOT="$(cd "$K8S_HARNESS_DIR/../.." && pwd)"
 cd "$ROOT"
 
 t_start=$SECONDS
-passed=0 FAILED=0
-pass() { passed=$((passed + 1)); log "PASS: $*"; }
-fail() {
-  log "FAIL: $*"
-  echo "images: $passed passed, 1 failed"
-  FAILED=1
-  exit 1
-}
-check() { # <description> <command...>
-  local d=$1 out
-  shift
-  if out="$("$@" 2>&1)"; then pass "$d"; else fail "$d: $(tail -n 8 <<<"$out")"; fi
-}
-expect() { if [[ $2 == "$3" ]]; then pass "$1 = $3"; else fail "$1: got '$2', expected '$3'"; fi; }
+TEST_NAME=images
+# shellcheck source=assert.sh source-path=SCRIPTDIR
+source "$K8S_HARNESS_DIR/assert.sh" # pass, fail, check, expect
 declare -A took=()
 phase() { took[$1]=$((SECONDS - phase_t0)); phase_t0=$SECONDS; }
 
