@@ -135,6 +135,9 @@ expect "default StorageClass" "$(kubectl get storageclass -o jsonpath='{.items[?
 
 jp() { kubectl get "$1" -n "${3:-$NS}" -o jsonpath="$2"; } # <kind/name> <jsonpath> [namespace]
 st() { jp "gg/$GG" "{.status.$1}"; }
+is() { [[ "$(jp "$1" "$2" "${4:-$NS}")" == "$3" ]]; } # <kind/name> <jsonpath> <value> [namespace]
+# scaled_to <n>: n voters, all ready, no scaling under way, and n pods in the StatefulSet
+scaled_to() { is "gg/$GG" '{.status.replicas}/{.status.readyReplicas}/{.status.scaling}' "$1/$1/" && is "sts/$GG" '{.status.replicas}' "$1"; }
 cond() { jp "gg/$GG" "{.status.conditions[?(@.type==\"$1\")].status}"; }
 events() { # <reason> [object name] [namespace]: the notes of the Events with that reason
   kubectl get events -n "${3:-$NS}" -o json |
@@ -159,9 +162,9 @@ step "2. kubectl apply -f manifests/guessgame.yaml"
 t_apply=$(now_ms)
 check "kubectl apply -f manifests/guessgame.yaml" kubectl apply -f manifests/guessgame.yaml
 eventually 120 "GuessGame $GG Available (5 ready, a leader)" \
-  bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.conditions[?(@.type==\"Available\")].status}') == True ]]"
+  is "gg/$GG" '{.status.conditions[?(@.type=="Available")].status}' True
 figure apply_to_available_s "$(secs_since "$t_apply")"
-eventually 60 "5 ready members in status" bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.readyReplicas}') == 5 ]]"
+eventually 60 "5 ready members in status" is "gg/$GG" '{.status.readyReplicas}' 5
 LEADER="$(st leader)" EPOCH="$(st epoch)"
 check "kubectl get gg shows 5 ready, the leader $LEADER, epoch $EPOCH" \
   bash -c "kubectl get gg | tee /dev/stderr | grep -E '^$GG +5 +5 +$LEADER +$EPOCH '"
@@ -264,7 +267,7 @@ failover() { # <how> <figure prefix>: the leader dies as <how> says; new leader,
   check "no committed round lost: round $round_before + $writes_ok committed write(s) <= $round_after" \
     test "$round_after" -ge $((round_before + writes_ok))
   eventually 15 "$old's own node has the leader's state (round, target, last result, applied zxid)" same_state "$old"
-  eventually 60 "5 ready members again" bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.readyReplicas}') == 5 ]]"
+  eventually 60 "5 ready members again" is "gg/$GG" '{.status.readyReplicas}' 5
 }
 step "4a. kubectl delete pod <leader> ($LEADER)"
 failover delete delete_pod
@@ -276,19 +279,17 @@ expect "the killed leader's container restarted in place, in the same pod (resta
 # --- 5. scaling with real pods, the operator pod deleted during the scale-up ----------------------
 step "5. kubectl patch gg $GG 5 -> 7 -> 5 (operator pod deleted during the scale-up)"
 check "patch replicas 7" kubectl patch gg "$GG" --type=merge -p '{"spec":{"replicas":7}}'
-eventually 60 "status.scaling 5 -> 7 appears" bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.scaling.to}') == 7 ]]"
+eventually 60 "status.scaling 5 -> 7 appears" is "gg/$GG" '{.status.scaling.to}' 7
 eventually 90 "$GG-5 added (Event MemberAdded)" has_event MemberAdded "$GG-5 ("
 OP_POD="$(kubectl -n "$OPNS" get pods -l app.kubernetes.io/name=guessgame-operator -o jsonpath='{.items[0].metadata.name}')"
 check "kubectl delete pod $OP_POD (the operator, mid-scaling)" kubectl -n "$OPNS" delete pod "$OP_POD"
 eventually 90 "a new operator pod is available" kubectl -n "$OPNS" wait deployment/guessgame-operator --for=condition=Available --timeout=2s
-eventually 180 "the new operator finished the scaling: 7 voters, no status.scaling" \
-  bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.replicas}/{.status.readyReplicas}/{.status.scaling}') == 7/7/ ]]"
+eventually 180 "the new operator finished the scaling: 7 voters, 7 pods, no status.scaling" scaled_to 7
 eventually 15 "Event ScalingDone (7 voters)" has_event ScalingDone "the ensemble has 7 voters"
 expect "one MemberAdded Event per new member" "$(events MemberAdded | sort -u | wc -l)" 2
 expect "voters in the committed configuration" "$(gg_exec "$GG-6" members --output json | jq '[.committed_members[] | select(.kind == "voter")] | length')" 7
 check "patch replicas 5" kubectl patch gg "$GG" --type=merge -p '{"spec":{"replicas":5}}'
-eventually 180 "scaled back: 5 voters, 5 pods, no status.scaling" \
-  bash -c "[[ \$(kubectl get gg $GG -o jsonpath='{.status.replicas}/{.status.readyReplicas}/{.status.scaling}') == 5/5/ && \$(kubectl get sts $GG -o jsonpath='{.status.replicas}') == 5 ]]"
+eventually 180 "scaled back: 5 voters, 5 pods, no status.scaling" scaled_to 5
 eventually 15 "Events MemberRemoved for $GG-6 and $GG-5" bash -c "[[ \$(kubectl get events -o json | jq '[.items[] | select(.reason == \"MemberRemoved\")] | length') -ge 2 ]]"
 eventually 60 "the removed members' PVCs are deleted (whenScaled: Delete)" \
   bash -c "! kubectl get pvc data-$GG-5 data-$GG-6 -o name 2>/dev/null | grep -q ."
@@ -309,7 +310,8 @@ EOF
 }
 bad_gg noimage '{"image": {"tag": "0.0.0-not-on-the-node"}}'
 pods_healthy() { kubectl get gg "$1" -n bad -o jsonpath='{.status.conditions[?(@.type=="PodsHealthy")].status} {.status.conditions[?(@.type=="PodsHealthy")].reason}'; }
-eventually 60 "noimage: PodsHealthy=False, reason ImagePullBackOff" bash -c "[[ \"\$(kubectl get gg noimage -n bad -o jsonpath='{.status.conditions[?(@.type==\"PodsHealthy\")].status} {.status.conditions[?(@.type==\"PodsHealthy\")].reason}')\" == 'False ImagePullBackOff' ]]"
+pods_healthy_is() { [[ "$(pods_healthy "$1")" =~ ^$2$ ]]; } # <GuessGame in ns bad> <"status reason" regex>
+eventually 60 "noimage: PodsHealthy=False, reason ImagePullBackOff" pods_healthy_is noimage 'False ImagePullBackOff'
 eventually 30 "noimage: a Warning Event ImagePullBackOff" has_event ImagePullBackOff "noimage-0" noimage bad
 uid="$(jp pod/noimage-0 '{.metadata.uid}' bad)"
 sleep 10
@@ -319,9 +321,9 @@ log "   $(pods_healthy noimage)"
 
 step "6b. a PVC that cannot bind (no such StorageClass)"
 bad_gg nostorage '{"storage": {"size": "1Gi", "storageClassName": "no-such-class"}}'
-eventually 60 "nostorage: PVC Pending" bash -c "[[ \$(kubectl get pvc data-nostorage-0 -n bad -o jsonpath='{.status.phase}') == Pending ]]"
+eventually 60 "nostorage: PVC Pending" is pvc/data-nostorage-0 '{.status.phase}' Pending bad
 eventually 60 "nostorage: PodsHealthy=False (VolumeUnbound or Unschedulable)" \
-  bash -c "kubectl get gg nostorage -n bad -o jsonpath='{.status.conditions[?(@.type==\"PodsHealthy\")].status} {.status.conditions[?(@.type==\"PodsHealthy\")].reason}' | grep -Eq '^False (VolumeUnbound|Unschedulable)$'"
+  pods_healthy_is nostorage 'False (VolumeUnbound|Unschedulable)'
 expect "nostorage: status.restarts" "$(kubectl get gg nostorage -n bad -o jsonpath='{.status.restarts}')" 0
 check "delete the bad GuessGames" kubectl delete gg -n bad noimage nostorage --wait=true
 check "delete their PVCs and namespace" kubectl delete namespace bad --wait=true
