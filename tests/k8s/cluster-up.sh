@@ -72,7 +72,7 @@ for net in "$NODE_SUBNET" "$CLUSTER_CIDR" "$SERVICE_CIDR"; do
   ! ip -4 route show to match "${net%/*}" | grep -v '^default' >/dev/null ||
     die "the root namespace already routes $net: $(ip -4 route show to match "${net%/*}")"
 done
-mkdir -p "$W"/{pids,logs,baseline,containerd/cni,kubelet/manifests,kubelet/pod-logs,kube-proxy,scheduler,volumes}
+mkdir -p "$W"/{pids,logs,baseline,containerd/cni,kubelet/manifests,kubelet/pod-logs,kube-proxy,volumes}
 
 # If anything below fails, take down what was started (logs stay in $W/logs).
 up_ok=0
@@ -123,43 +123,15 @@ innode sysctl -qw net.bridge.bridge-nf-call-iptables=1
 phase "network namespace $NETNS: node $NODE_IP, host side $HOST_IP ($VETH)"
 
 # --- control plane, inside the namespace --------------------------------------------------------
+# (it also writes the kubelet's, the scheduler's and kube-proxy's kubeconfigs: client
+# certificates from the cluster CA)
 GUESSGAME_K8S_NETNS="$NETNS" GUESSGAME_K8S_API_BIND="$NODE_IP" GUESSGAME_K8S_SERVICE_CIDR="$SERVICE_CIDR" \
-  GUESSGAME_K8S_NODES=1 "$K8S_HARNESS_DIR/start-control-plane.sh" "$W/cp" >"$W/cp.env"
+  GUESSGAME_K8S_NODES=1 GUESSGAME_K8S_NODE_NAME="$NODE_NAME" "$K8S_HARNESS_DIR/start-control-plane.sh" "$W/cp" >"$W/cp.env"
 # shellcheck source=/dev/null
 source "$W/cp.env"
 API_URL="https://$NODE_IP:$(. "$W/cp/ports" && echo "$API_PORT")"
 KUBECTL=("$BIN/kubectl" --kubeconfig="$W/cp/admin.kubeconfig")
 phase "control plane up at $API_URL"
-
-# --- credentials: client certificates from the cluster CA, one kubeconfig each ------------------
-PKI="$W/cp/pki"
-client_kubeconfig() { # <out kubeconfig> <subject>
-  local out=$1 subj=$2 base=${1%.kubeconfig}
-  openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$base.key" -out "$base.csr" -subj "$subj" 2>/dev/null
-  openssl x509 -req -in "$base.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 -sha256 \
-    -extfile <(printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n') \
-    -out "$base.crt" 2>/dev/null
-  rm -f "$base.csr"
-  chmod 600 "$base.key"
-  cat >"$out" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: $NAME
-  cluster: {server: "$API_URL", certificate-authority: "$PKI/ca.crt"}
-users:
-- name: user
-  user: {client-certificate: "$base.crt", client-key: "$base.key"}
-contexts:
-- name: $NAME
-  context: {cluster: $NAME, user: user}
-current-context: $NAME
-EOF
-}
-# The Node authorizer + NodeRestriction give this identity exactly a kubelet's rights.
-client_kubeconfig "$W/kubelet/kubelet.kubeconfig" "/O=system:nodes/CN=system:node:$NODE_NAME"
-client_kubeconfig "$W/scheduler/scheduler.kubeconfig" "/CN=system:kube-scheduler"
-client_kubeconfig "$W/kube-proxy/kubeconfig" "/CN=system:kube-proxy" # bound to system:node-proxier
 
 # --- node configuration files (templates in cluster/) -------------------------------------------
 export GG_WORK="$W" GG_NODE_NAME="$NODE_NAME" GG_NODE_IP="$NODE_IP" GG_POD_CIDR="$POD_CIDR" \
@@ -216,11 +188,11 @@ done
 phase "containerd up, $(find "$IMAGES" -name '*.tar' | wc -l) add-on images imported"
 
 node_daemon kubelet "$BIN/kubelet" --config="$W/kubelet/config.yaml" \
-  --kubeconfig="$W/kubelet/kubelet.kubeconfig" --root-dir="$W/kubelet/root" --cert-dir="$W/kubelet/pki" \
+  --kubeconfig="$W/cp/kubelet.kubeconfig" --root-dir="$W/kubelet/root" --cert-dir="$W/kubelet/pki" \
   --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
-node_daemon kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$W/scheduler/scheduler.kubeconfig" \
-  --authentication-kubeconfig="$W/scheduler/scheduler.kubeconfig" \
-  --authorization-kubeconfig="$W/scheduler/scheduler.kubeconfig" \
+node_daemon kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$W/cp/kube-scheduler.kubeconfig" \
+  --authentication-kubeconfig="$W/cp/kube-scheduler.kubeconfig" \
+  --authorization-kubeconfig="$W/cp/kube-scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=10259 --leader-elect=false --v=1
 node_daemon kube-proxy "$BIN/kube-proxy" --config="$W/kube-proxy/config.yaml" --v=1
 wait_for 60 "node $NODE_NAME registers" "${KUBECTL[@]}" get node "$NODE_NAME"

@@ -6,8 +6,10 @@
 #   GUESSGAME_K8S_API_BIND=<ip>    the apiserver's bind and advertise address (default 127.0.0.1)
 #   GUESSGAME_K8S_SERVICE_CIDR     default 10.0.0.0/24; the `kubernetes` Service gets its first IP
 #   GUESSGAME_K8S_NODES=1          real nodes will join: Node,RBAC authorization + NodeRestriction,
-#                                  the `kubernetes` Endpoints kept (lease reconciler), and a client
-#                                  certificate for the apiserver's calls to kubelets
+#                                  the `kubernetes` Endpoints kept (lease reconciler), a client
+#                                  certificate for the apiserver's calls to kubelets, and
+#                                  <workdir>/{kubelet,kube-scheduler,kube-proxy}.kubeconfig
+#   GUESSGAME_K8S_NODE_NAME        the node whose kubelet identity that is (with _NODES=1)
 #
 #   eval "$(tests/k8s/start-control-plane.sh /tmp/cp)"   # sets KUBECONFIG and PATH
 #   kubectl get ns
@@ -36,6 +38,8 @@ NETNS="${GUESSGAME_K8S_NETNS:-}"
 API_BIND="${GUESSGAME_K8S_API_BIND:-127.0.0.1}"
 SERVICE_CIDR="${GUESSGAME_K8S_SERVICE_CIDR:-10.0.0.0/24}"
 WITH_NODES="${GUESSGAME_K8S_NODES:-0}"
+NODE_NAME="${GUESSGAME_K8S_NODE_NAME:-}"
+((WITH_NODES == 0)) || [[ -n $NODE_NAME ]] || die "GUESSGAME_K8S_NODES=1 needs GUESSGAME_K8S_NODE_NAME"
 [[ -z $NETNS || -e /run/netns/$NETNS ]] || die "GUESSGAME_K8S_NETNS=$NETNS: no /run/netns/$NETNS"
 [[ $SERVICE_CIDR =~ ^([0-9]+\.[0-9]+\.[0-9]+)\.0/([0-9]+)$ ]] ||
   die "GUESSGAME_K8S_SERVICE_CIDR=$SERVICE_CIDR: expected a.b.c.0/n"
@@ -94,6 +98,13 @@ sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-clien
 # Users are client certificates: CN = user name, O = groups.
 sign admin "/O=system:masters/CN=guessgame-admin" clientAuth
 sign kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
+if ((WITH_NODES)); then
+  # The Node authorizer + NodeRestriction give the first exactly a kubelet's rights; the
+  # bootstrap RBAC binds the other two (system:kube-proxy to system:node-proxier).
+  sign kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" clientAuth
+  sign kube-scheduler "/CN=system:kube-scheduler" clientAuth
+  sign kube-proxy "/CN=system:kube-proxy" clientAuth
+fi
 # Front proxy (aggregation layer) CA and client, as kubeadm sets up; without it the
 # controller-manager's authenticator keeps logging a missing requestheader CA bundle.
 ossl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -keyout "$PKI/front-proxy-ca.key" \
@@ -272,6 +283,12 @@ EOF
 write_kubeconfig "$WORK/admin.kubeconfig" guessgame-admin "$PKI/admin.crt" "$PKI/admin.key"
 write_kubeconfig "$WORK/kube-controller-manager.kubeconfig" system:kube-controller-manager \
   "$PKI/kube-controller-manager.crt" "$PKI/kube-controller-manager.key"
+if ((WITH_NODES)); then
+  write_kubeconfig "$WORK/kubelet.kubeconfig" "system:node:$NODE_NAME" "$PKI/kubelet.crt" "$PKI/kubelet.key"
+  for c in kube-scheduler kube-proxy; do
+    write_kubeconfig "$WORK/$c.kubeconfig" "system:$c" "$PKI/$c.crt" "$PKI/$c.key"
+  done
+fi
 
 # --- kube-controller-manager ------------------------------------------------------------------
 # All on-by-default controllers except node IPAM (needs --allocate-node-cidrs and a pod CIDR;
