@@ -9,9 +9,9 @@
 #   <outdir>/local-path-provisioner.tar  $LOCAL_PATH_IMAGE  rancher's local-path-provisioner
 #   <outdir>/busybox.tar                 $BUSYBOX_IMAGE     Debian's busybox-static (helper pods)
 #
-# (refs from lib.sh). The binaries come from build-control-plane.sh (cached: 0.1 s); busybox from
-# the busybox-static Debian package, installed with apt-get if missing. Each tar is rebuilt only
-# when its inputs change (a key of mkimage.py, the image spec and the input files' sha256 in
+# (refs from lib.sh). The binaries come from build-control-plane.sh (cached: 0.1 s); busybox
+# from the busybox-static Debian package (install-node-deps.sh installs it when missing). Each
+# tar is rebuilt only when its inputs change (a key of mkimage.py, the image spec and the input files' sha256 in
 # <outdir>/.<name>.key), so a cached run only hashes the inputs. Every new tar is checked with
 # `mkimage.py --verify`. All binaries must be static: the images have no libc.
 set -euo pipefail
@@ -31,12 +31,8 @@ for b in "${ADDON_BINARIES[@]}"; do
   [[ -x $bin_dir/$b ]] || die "$bin_dir has no $b (build-control-plane.sh builds it)"
 done
 
-# busybox: Debian's statically linked build.
-if [[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)" != "install ok installed" ]]; then
-  log "installing busybox-static (Debian) for the busybox image"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends busybox-static >&2 ||
-    die "apt-get install busybox-static failed"
-fi
+# busybox: Debian's statically linked build (busybox-static, installed when missing).
+"$K8S_HARNESS_DIR/install-node-deps.sh"
 busybox=/bin/busybox
 [[ -x $busybox ]] || die "busybox-static installed but $busybox is missing"
 bb_version="$("$busybox" 2>&1 | sed -n '1s/^BusyBox v\([0-9][0-9.]*\).*/\1/p' || true)"
