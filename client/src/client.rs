@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use guessgame_node::proto::{self as pb, game_client::GameClient};
-use guessgame_node::transport::{channel, never_sent};
+use guessgame_wire::channel::{channel, never_sent};
+use guessgame_wire::proto::{self as pb, game_client::GameClient};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::time::{sleep, Instant};

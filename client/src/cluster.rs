@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use guessgame_node::config::Config;
+use guessgame_wire::config::Config;
 
 use crate::status::{ensemble_status, EnsembleStatus};
 

@@ -16,7 +16,7 @@ pub mod status;
 pub use client::{
     Client, ClientError, ErrorKind, GameState, GuessOutcome, RoundResult, WriteOutcome,
 };
-pub use guessgame_node::config::{Config, NodeConfig};
+pub use guessgame_wire::config::{Config, NodeConfig};
 pub use members::{Configuration, MemberInfo, MembersReport, Reconfig};
 
 /// Resolves `--node` arguments: node ids from the config or `host:port`, comma-separated or
@@ -57,7 +57,7 @@ pub fn resolve_endpoints(
             .iter()
             .map(|n| (n.id.clone(), n.address.clone()))
             .collect();
-        let local = guessgame_node::config::PodSettings::from_env()
+        let local = guessgame_wire::config::PodSettings::from_env()
             .ok()
             .flatten()
             .and_then(|pod| pod.pod_name);

@@ -123,7 +123,7 @@ fn parse_value(text: Option<&str>) -> Result<u32, ClientError> {
             ),
         )
     })?;
-    guessgame_node::game::check_value(n)
+    guessgame_core::game::check_value(n)
         .map_err(|e| ClientError::new(ErrorKind::InvalidArgument, e.to_string()))
 }
 
@@ -161,7 +161,7 @@ fn describe_state(s: &GameState) -> String {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    guessgame_node::init_tracing("warn");
+    guessgame_wire::telemetry::init_tracing("warn");
     let json = cli.opts.output == Output::Json;
     if let Err(e) = run(cli).await {
         if json {
@@ -207,7 +207,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     match cmd {
         Cmd::Write { value } => {
             let value = parse_value(Some(value.as_str()).filter(|v| !v.is_empty()))?;
-            guessgame_node::game::check_client_id(&client_id)
+            guessgame_core::game::check_client_id(&client_id)
                 .map_err(|e| invalid(e.to_string()))?;
             let w = client.write(&client_id, value).await?;
             if json {
@@ -231,7 +231,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         }
         Cmd::Guess { value } => {
             let value = parse_value(Some(value.as_str()).filter(|v| !v.is_empty()))?;
-            guessgame_node::game::check_client_id(&client_id)
+            guessgame_core::game::check_client_id(&client_id)
                 .map_err(|e| invalid(e.to_string()))?;
             let g = client.guess(&client_id, value).await?;
             if json {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use guessgame_node::proto::{self as pb, reconfig_request::Change};
+use guessgame_wire::proto::{self as pb, reconfig_request::Change};
 use serde::Serialize;
 use tokio::time::{sleep, Instant};
 

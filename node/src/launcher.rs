@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::config::Config;
+use guessgame_wire::config::Config;
 
 pub async fn run_all(
     config: &Config,

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use guessgame_node::{
-    config::{Config, PodSettings},
-    launcher, server,
-};
+use guessgame_node::{launcher, server};
+use guessgame_wire::config::{Config, PodSettings};
+use guessgame_wire::signal::shutdown_signal;
 
 #[derive(Parser)]
 #[command(
@@ -64,11 +63,11 @@ fn main() {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    guessgame_node::init_tracing("info");
+    guessgame_wire::telemetry::init_tracing("info");
     let config = Config::load(cli.common.config.as_deref())?;
     // The pod mode (a StatefulSet member): only when no config file was named.
     let pod = if cli.common.config.is_none()
-        && std::env::var_os(guessgame_node::config::CONFIG_ENV).is_none()
+        && std::env::var_os(guessgame_wire::config::CONFIG_ENV).is_none()
     {
         PodSettings::from_env()?
     } else {
@@ -91,7 +90,7 @@ fn real_main() -> anyhow::Result<()> {
             // ignored while the log is opened and checked).
             let shutdown = {
                 let _runtime = rt.enter();
-                server::shutdown_signal()
+                shutdown_signal()
             };
             let node_id = cli
                 .node_id

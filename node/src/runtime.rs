@@ -18,13 +18,13 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{
+use crate::storage::LogStore;
+use crate::transport::Transport;
+use guessgame_core::game::Game;
+use guessgame_core::{
     ClientError, ClientOp, ClientReply, Engine, Event, Membership, Message, NodeId, Output,
     RoleKind, StorageOp, Zxid,
 };
-use crate::game::Game;
-use crate::storage::LogStore;
-use crate::transport::Transport;
 
 const MAX_EVENTS_PER_TURN: usize = 512;
 
@@ -36,7 +36,7 @@ pub enum Command {
         from: NodeId,
         /// Where the sender says it is reached (learned when it is not in our configuration).
         from_address: Option<String>,
-        msg: crate::core::Message,
+        msg: guessgame_core::Message,
     },
     Propose {
         op: ClientOp,
@@ -419,8 +419,8 @@ fn coalesce(last: &mut Message, next: Message) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Credentials, Message, Persistent, Timing};
     use crate::storage::{MemoryStore, StorageError};
+    use guessgame_core::{Credentials, Message, Persistent, Timing};
     use std::sync::Mutex;
 
     type Journal = Arc<Mutex<Vec<String>>>;
@@ -499,10 +499,10 @@ mod tests {
         assert_eq!(view.read().unwrap().accepted_epoch, 1);
     }
 
-    fn entry(c: u64) -> crate::core::Entry {
-        crate::core::Entry {
+    fn entry(c: u64) -> guessgame_core::Entry {
+        guessgame_core::Entry {
             zxid: Zxid::new(1, c),
-            op: crate::core::Op::Guess {
+            op: guessgame_core::Op::Guess {
                 round: 1,
                 client: format!("c{c}"),
                 value: 1,

@@ -10,13 +10,15 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::config::Config;
-use crate::core::{Engine, Member, Membership, RoleKind};
-use crate::proto::{game_server::GameServer, peer_server::PeerServer};
 use crate::runtime::{self, Command};
 use crate::service::NodeServices;
 use crate::storage::{LogStore, SqliteLog};
 use crate::transport::GrpcTransport;
+use guessgame_core::{Engine, Member, Membership, RoleKind};
+use guessgame_wire::config::Config;
+use guessgame_wire::proto::{game_server::GameServer, peer_server::PeerServer};
+#[doc(hidden)]
+pub use guessgame_wire::signal::shutdown_signal;
 
 /// Opens the node's log (refusing foreign or corrupt files) — done before binding so a bad
 /// data directory fails fast with a clear message.
@@ -255,16 +257,16 @@ async fn join(
     joined: Arc<AtomicBool>,
     refused: tokio::sync::watch::Sender<Option<String>>,
 ) {
-    use crate::proto::{game_client::GameClient, reconfig_request::Change, ErrorKind};
+    use guessgame_wire::proto::{game_client::GameClient, reconfig_request::Change, ErrorKind};
     let mut attempt = 0u32;
     loop {
         attempt += 1;
         let result = async {
             let channel =
-                crate::transport::channel(&target, timeout * 4 + Duration::from_secs(20))?;
+                guessgame_wire::channel::channel(&target, timeout * 4 + Duration::from_secs(20))?;
             let r = GameClient::new(channel)
-                .reconfig(crate::proto::ReconfigRequest {
-                    change: Some(Change::Add(crate::proto::Member {
+                .reconfig(guessgame_wire::proto::ReconfigRequest {
+                    change: Some(Change::Add(guessgame_wire::proto::Member {
                         id: node_id.clone(),
                         address: advertise.clone(),
                         voter: true,
@@ -300,39 +302,6 @@ async fn join(
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Completes on SIGTERM or Ctrl-C (SIGINT): the graceful-shutdown trigger of the binaries.
-///
-/// The handlers are installed when this is called, not when the future is first polled: in a
-/// container the process is PID 1, for which the kernel has no default SIGTERM action, so a
-/// signal that came before the handler would be lost and the kubelet would wait out the
-/// pod's grace period. Call it early, inside a tokio runtime.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let signals = {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::terminate()).expect("install SIGTERM handler"),
-            signal(SignalKind::interrupt()).expect("install SIGINT handler"),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            let (mut term, mut int) = signals;
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            tracing::info!(signal = name, "shutting down");
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        }
     }
 }
 
@@ -416,7 +385,7 @@ mod tests {
 
     /// What the kubelet's gRPC readiness probe asks (service "": the whole server).
     async fn probe(address: &str, service: &str) -> Option<i32> {
-        let channel = crate::transport::channel(address, Duration::from_secs(1)).ok()?;
+        let channel = guessgame_wire::channel::channel(address, Duration::from_secs(1)).ok()?;
         let r = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -505,5 +474,60 @@ mod tests {
         let fresh = dir.path().join("a/b");
         check_data_dir(&fresh).unwrap();
         assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 0);
+    }
+
+    /// Peer DNS names of a StatefulSet can take tens of seconds to resolve: a node whose peers
+    /// do not resolve at all keeps running, answers its clients, and keeps trying.
+    #[test]
+    fn unresolvable_peers_do_not_stop_a_node() {
+        use guessgame_wire::proto::{game_client::GameClient, StatusRequest};
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [
+            ("GUESSGAME_REPLICAS", "3"),
+            ("POD_NAME", "gg-0"),
+            ("POD_NAMESPACE", "nowhere"),
+            ("GUESSGAME_CLUSTER_DOMAIN", "invalid"),
+            ("GUESSGAME_HEARTBEAT_INTERVAL_MS", "20"),
+            ("GUESSGAME_ELECTION_TIMEOUT_MS", "100"),
+        ];
+        let settings = guessgame_wire::config::PodSettings::from_vars(
+            |name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            },
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let config = settings.config().unwrap();
+        assert!(config
+            .address_of("gg-1")
+            .unwrap()
+            .ends_with(".invalid:7100"));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let store = open_store(dir.path(), "gg-0").unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let local = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let node = tokio::spawn(run(config, "gg-0".into(), store, listener, async move {
+                let _ = stopped.await;
+            }));
+            // Several election rounds, each sending to both unresolvable peers.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            assert!(!node.is_finished(), "the node stopped: {:?}", node.await);
+            let ch = guessgame_wire::channel::channel(&local.to_string(), Duration::from_secs(2))
+                .unwrap();
+            let status = GameClient::new(ch)
+                .status(StatusRequest {})
+                .await
+                .expect("the node answers")
+                .into_inner();
+            assert_eq!(status.node_id, "gg-0");
+            assert_eq!(status.role, "looking");
+            stop.send(()).unwrap();
+            node.await.unwrap().unwrap();
+        });
     }
 }

@@ -15,15 +15,15 @@ use tokio::time::{sleep, Instant};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::config::Config;
-use crate::core::{ClientError, ClientOp, ClientReply, Member, NodeId, RoleKind};
-use crate::game::{check_client_id, check_value, GameError};
-use crate::proto::{self as pb, game_client::GameClient, ErrorKind};
 use crate::runtime::{ClientResult, Command, NodeView, SharedView};
-use crate::transport::{channel, never_sent};
-use crate::wire::{
+use guessgame_core::game::{check_client_id, check_value, GameError};
+use guessgame_core::{ClientError, ClientOp, ClientReply, Member, NodeId, RoleKind};
+use guessgame_wire::channel::{channel, never_sent};
+use guessgame_wire::config::Config;
+use guessgame_wire::convert::{
     member_to_pb, membership_from_pb, membership_to_pb, message_from_pb, result_to_pb, zxid_to_pb,
 };
+use guessgame_wire::proto::{self as pb, game_client::GameClient, ErrorKind};
 
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -206,10 +206,10 @@ impl NodeServices {
                             .map_err(RemoteFailure::from_status)?
                             .into_inner();
                         let reply = ClientReply::Written {
-                            zxid: crate::wire::zxid_from_pb(r.zxid),
+                            zxid: guessgame_wire::convert::zxid_from_pb(r.zxid),
                             round: r.round,
                             target: r.target,
-                            closed: r.closed.map(crate::wire::result_from_pb),
+                            closed: r.closed.map(guessgame_wire::convert::result_from_pb),
                         };
                         (r.error.map(Err).unwrap_or(Ok(reply)), r.leader)
                     }
@@ -224,7 +224,7 @@ impl NodeServices {
                             .map_err(RemoteFailure::from_status)?
                             .into_inner();
                         let reply = ClientReply::Guessed {
-                            zxid: crate::wire::zxid_from_pb(r.zxid),
+                            zxid: guessgame_wire::convert::zxid_from_pb(r.zxid),
                             round: r.round,
                         };
                         (r.error.map(Err).unwrap_or(Ok(reply)), r.leader)
@@ -248,7 +248,7 @@ impl NodeServices {
                             .map_err(RemoteFailure::from_status)?
                             .into_inner();
                         let reply = ClientReply::Reconfigured {
-                            zxid: crate::wire::zxid_from_pb(r.config),
+                            zxid: guessgame_wire::convert::zxid_from_pb(r.config),
                             membership: membership_from_pb(r.members)
                                 .map_err(|e| RemoteFailure::Unknown(e.to_string()))?,
                         };

@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::core::{Message, NodeId};
-use crate::proto::{self as pb, peer_client::PeerClient};
-use crate::wire::message_to_pb;
+use guessgame_core::{Message, NodeId};
+use guessgame_wire::channel::channel;
+use guessgame_wire::convert::message_to_pb;
+use guessgame_wire::proto::{self as pb, peer_client::PeerClient};
 
 const QUEUE: usize = 16_384;
 const MAX_BATCH: usize = 1024;
@@ -24,32 +25,6 @@ pub trait Transport: Send {
     /// `id` is reached at `address` (from the configuration in the log, or from the
     /// sender's own word for a peer not in it yet). Membership changes call this.
     fn learn(&mut self, _id: &NodeId, _address: &str) {}
-}
-
-/// Builds a lazily connecting gRPC channel to `address` (`host:port`).
-pub fn channel(address: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
-}
-
-/// True when a call failed before the request could have reached the server (connection
-/// refused or not established): only then may a non-idempotent request be sent elsewhere.
-pub fn never_sent(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut text = status.message().to_string();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
-    while let Some(e) = source {
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text.contains("connect") || text.contains("refused")
 }
 
 pub struct GrpcTransport {

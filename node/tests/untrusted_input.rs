@@ -1,10 +1,10 @@
 //! Property tests over what an attacker controls: bytes on the peer port, messages from a
 //! member, client requests, and the database file. None of it may panic the node.
 
-use guessgame_node::core::{ClientOp, Engine, Event, Persistent, Timing};
-use guessgame_node::proto::{PeerBatch, PeerMessage, ReadRequest, WriteRequest};
+use guessgame_core::{ClientOp, Engine, Event, Persistent, Timing};
 use guessgame_node::storage::SqliteLog;
-use guessgame_node::wire::message_from_pb;
+use guessgame_wire::convert::message_from_pb;
+use guessgame_wire::proto::{PeerBatch, PeerMessage, ReadRequest, WriteRequest};
 use proptest::prelude::*;
 use prost::Message as _;
 
@@ -48,7 +48,7 @@ proptest! {
     fn arbitrary_message_sequences_do_not_panic_the_engine(
         steps in proptest::collection::vec((0u8..11, any::<u64>(), any::<u64>(), any::<u32>()), 0..64)
     ) {
-        use guessgame_node::core::{Credentials, Message, Zxid, Entry, Op, Member, Membership};
+        use guessgame_core::{Credentials, Message, Zxid, Entry, Op, Member, Membership};
         let member = |n: u64| Member { id: format!("node{}", 1 + n % 5), address: format!("127.0.0.1:{}", 7101 + n % 5) };
         let mut e = engine("node1");
         let mut now = 0;
@@ -87,7 +87,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         {
             use guessgame_node::storage::LogStore;
-            use guessgame_node::core::{StorageOp, Entry, Op, Zxid};
+            use guessgame_core::{StorageOp, Entry, Op, Zxid};
             let mut log = SqliteLog::open(dir.path(), "node1").unwrap();
             let entries: Vec<Entry> = (0..50).map(|c| Entry { zxid: Zxid::new(1, c), op: Op::Guess { round: 1, client: format!("c{c}"), value: 7 } }).collect();
             log.persist(&[StorageOp::Append(entries), StorageOp::SetAcceptedEpoch(1)]).unwrap();

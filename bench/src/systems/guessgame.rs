@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use guessgame_client::cluster::{find_binary, LocalCluster};
 use guessgame_client::Client;
-use guessgame_node::core::Op;
+use guessgame_core::Op;
 use guessgame_node::storage::{LogStore, SqliteLog};
 
 use super::{Ensemble, Verification, Writer};

@@ -1,7 +1,7 @@
 //! A `LogStore` in memory: what a crash keeps in the simulation.
 
-use super::{apply_ops, LogStore, StorageError};
-use crate::core::{Persistent, StorageOp};
+use super::{LogStore, StorageError};
+use guessgame_core::{Persistent, StorageOp};
 
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
@@ -14,7 +14,7 @@ impl LogStore for MemoryStore {
     }
 
     fn persist(&mut self, ops: &[StorageOp]) -> Result<(), StorageError> {
-        apply_ops(&mut self.state, ops);
+        self.state.apply(ops);
         Ok(())
     }
 }

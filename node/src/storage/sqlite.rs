@@ -26,7 +26,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use thiserror::Error;
 
 use super::LogStore;
-use crate::core::{Entry, Op, Persistent, StorageOp, Zxid};
+use guessgame_core::{Entry, Op, Persistent, StorageOp, Zxid};
 
 /// `PRAGMA application_id` of a guessgame log ("GGL1").
 pub const APPLICATION_ID: i32 = 0x4747_4C31;
@@ -313,7 +313,7 @@ impl LogStore for SqliteLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::RoundResult;
+    use guessgame_core::RoundResult;
 
     fn entry(e: u64, c: u64) -> Entry {
         Entry {

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use guessgame_client::GameState;
-use guessgame_node::core::{Entry, Op as LogOp};
-use guessgame_node::game::Game;
+use guessgame_core::game::Game;
+use guessgame_core::{Entry, Op as LogOp};
 
 use super::cluster::NetCluster;
 use super::{Fault, Kind, Op, Outcome};
@@ -101,7 +101,7 @@ pub fn durability(c: &NetCluster, history: &[Op]) -> (usize, Vec<String>) {
             let (epoch, counter) = parse_zxid(z);
             let op: LogOp = serde_json::from_str(op).ok()?;
             Some(Entry {
-                zxid: guessgame_node::core::Zxid::new(epoch, counter),
+                zxid: guessgame_core::Zxid::new(epoch, counter),
                 op,
             })
         })
@@ -117,7 +117,7 @@ pub fn durability(c: &NetCluster, history: &[Op]) -> (usize, Vec<String>) {
         let (e, c) = parse_zxid(&op.zxid);
         let found = entries
             .iter()
-            .find(|en| en.zxid == guessgame_node::core::Zxid::new(e, c));
+            .find(|en| en.zxid == guessgame_core::Zxid::new(e, c));
         let matches = match (op.kind, found.map(|e| &e.op)) {
             (
                 Kind::Write,

@@ -4,7 +4,7 @@
 //! and ends in the same state. The leader also uses it speculatively (over its uncommitted
 //! tail) to validate requests and to decide a round's winner before proposing.
 
-use crate::core::types::{Entry, Op, RoundResult, Zxid};
+use crate::types::{Entry, Op, RoundResult, Zxid};
 use thiserror::Error;
 
 /// Smallest and largest value a target or a guess may take.

@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use guessgame_node::core::{
+use guessgame_core::{
     ClientOp, ClientReply, Engine, Event, Message, Output, Persistent, Timing, Zxid,
 };
-use guessgame_node::storage::apply_ops;
 
 struct Node {
     engine: Engine,
@@ -85,7 +84,7 @@ fn execute(
 ) {
     for o in outputs {
         match o {
-            Output::Persist(op) => apply_ops(&mut node.durable, &[op]),
+            Output::Persist(op) => node.durable.apply(&[op]),
             Output::Send { to, msg } => {
                 check_send(id, node, &to, &msg);
                 net.push_back((id.to_string(), to, msg));

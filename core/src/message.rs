@@ -1,6 +1,6 @@
 //! Messages between ensemble members (ZAB vocabulary where it has a word for it).
 
-use super::types::{Credentials, Entry, NodeId, Zxid};
+use crate::types::{Credentials, Entry, NodeId, Zxid};
 
 /// `(epoch, last counter logged in that epoch)` for every epoch in a log: enough for a
 /// leader to find the last zxid it shares with a follower (entries of one epoch come from

@@ -3,8 +3,8 @@
 
 use thiserror::Error;
 
-use crate::core::{Credentials, Entry, Member, Membership, Message, Op, RoundResult, Zxid};
 use crate::proto as pb;
+use guessgame_core::{Credentials, Entry, Member, Membership, Message, Op, RoundResult, Zxid};
 use pb::peer_message::Body;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -184,7 +184,7 @@ pub fn member_from_pb(m: pb::Member) -> Result<Member, WireError> {
 }
 
 fn checked_value(v: u32) -> Result<u32, WireError> {
-    crate::game::check_value(v as i64).map_err(|e| WireError::Invalid(e.to_string()))
+    guessgame_core::game::check_value(v as i64).map_err(|e| WireError::Invalid(e.to_string()))
 }
 
 fn entries_from_pb(entries: Vec<pb::Entry>) -> Result<Vec<Entry>, WireError> {

@@ -17,9 +17,9 @@
 
 use std::collections::BTreeMap;
 
-use super::message::{EpochSummary, Message};
-use super::types::{Credentials, Entry, Member, Membership, NodeId, Op, RoundResult, Zxid};
 use crate::game::{Game, GameError};
+use crate::message::{EpochSummary, Message};
+use crate::types::{Credentials, Entry, Member, Membership, NodeId, Op, RoundResult, Zxid};
 
 /// Identifies a client request inside one runtime.
 pub type RequestId = u64;
@@ -46,6 +46,21 @@ pub struct Persistent {
     pub current_epoch: u64,
     pub log: Vec<Entry>,
     pub committed: Zxid,
+}
+
+impl Persistent {
+    /// Carries out `ops` on this in-memory image, in order (what a store holds after them).
+    pub fn apply(&mut self, ops: &[StorageOp]) {
+        for op in ops {
+            match op {
+                StorageOp::SetAcceptedEpoch(e) => self.accepted_epoch = *e,
+                StorageOp::SetCurrentEpoch(e) => self.current_epoch = *e,
+                StorageOp::TruncateAfter(z) => self.log.retain(|e| e.zxid <= *z),
+                StorageOp::Append(entries) => self.log.extend(entries.iter().cloned()),
+                StorageOp::SetCommitted(z) => self.committed = *z,
+            }
+        }
+    }
 }
 
 /// A change to durable state. Carried out atomically per batch by the storage layer.

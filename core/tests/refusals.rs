@@ -2,11 +2,11 @@
 //! committed yet (a later leader could drop it, and the refusal would then explain a state
 //! that never existed). Spotted while writing the Porcupine model of `guessgame-chaos`.
 
-use guessgame_node::core::{
+use guessgame_core::game::GameError;
+use guessgame_core::{
     ClientError, ClientOp, ClientReply, Credentials, Engine, Event, Message, Output, Persistent,
     Timing, Zxid,
 };
-use guessgame_node::game::GameError;
 
 fn replies(out: &[Output]) -> Vec<(u64, Result<ClientReply, ClientError>)> {
     out.iter()

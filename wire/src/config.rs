@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::core::Timing;
+use guessgame_core::Timing;
 
 pub const CONFIG_ENV: &str = "GUESSGAME_CONFIG";
 
@@ -139,7 +139,7 @@ impl Config {
             )));
         }
         for (i, node) in self.nodes.iter().enumerate() {
-            if crate::game::check_client_id(&node.id).is_err() {
+            if guessgame_core::game::check_client_id(&node.id).is_err() {
                 return Err(ConfigError::Invalid(format!(
                     "node id {:?} must be 1-64 letters, digits, '-', '_' or '.'",
                     node.id
@@ -750,60 +750,5 @@ mod tests {
         .unwrap();
         assert_eq!(p.node_id(), None);
         assert_eq!(p.config().unwrap().ids(), ["gg-0", "gg-1", "gg-2"]);
-    }
-
-    /// Peer DNS names of a StatefulSet can take tens of seconds to resolve: a node whose peers
-    /// do not resolve at all keeps running, answers its clients, and keeps trying.
-    #[test]
-    fn unresolvable_peers_do_not_stop_a_node() {
-        use crate::proto::{game_client::GameClient, StatusRequest};
-        let dir = tempfile::tempdir().unwrap();
-        let settings = pod(
-            &[
-                ("GUESSGAME_REPLICAS", "3"),
-                ("POD_NAME", "gg-0"),
-                ("POD_NAMESPACE", "nowhere"),
-                ("GUESSGAME_CLUSTER_DOMAIN", "invalid"),
-                ("GUESSGAME_HEARTBEAT_INTERVAL_MS", "20"),
-                ("GUESSGAME_ELECTION_TIMEOUT_MS", "100"),
-            ],
-            None,
-        )
-        .unwrap()
-        .unwrap();
-        let config = settings.config().unwrap();
-        assert!(config
-            .address_of("gg-1")
-            .unwrap()
-            .ends_with(".invalid:7100"));
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let store = crate::server::open_store(dir.path(), "gg-0").unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let local = listener.local_addr().unwrap();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let node = tokio::spawn(crate::server::run(
-                config,
-                "gg-0".into(),
-                store,
-                listener,
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
-            // Several election rounds, each sending to both unresolvable peers.
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            assert!(!node.is_finished(), "the node stopped: {:?}", node.await);
-            let ch = crate::transport::channel(&local.to_string(), Duration::from_secs(2)).unwrap();
-            let status = GameClient::new(ch)
-                .status(StatusRequest {})
-                .await
-                .expect("the node answers")
-                .into_inner();
-            assert_eq!(status.node_id, "gg-0");
-            assert_eq!(status.role, "looking");
-            stop.send(()).unwrap();
-            node.await.unwrap().unwrap();
-        });
     }
 }

@@ -37,7 +37,7 @@
 //! every randomized test), `SIM_SEEDS=<count>` sets how many seeds the campaign runs
 //! (default 300; `SIM_SEED_START` is the first, `SIM_THREADS` the parallelism),
 //! `SIM_TRACE=1` prints every event, e.g.
-//! `SIM_SEED=17 SIM_TRACE=1 cargo test -p guessgame-node --test simulation campaign -- --nocapture`.
+//! `SIM_SEED=17 SIM_TRACE=1 cargo test -p guessgame-core --test simulation campaign -- --nocapture`.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -45,12 +45,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use guessgame_node::core::{
+use guessgame_core::game::Game;
+use guessgame_core::{
     ClientError, ClientOp, ClientReply, Engine, Entry, Event, Member, Membership, Message, NodeId,
     Op, Output, Persistent, RoleKind, StorageOp, Timing, Zxid,
 };
-use guessgame_node::game::Game;
-use guessgame_node::storage::{apply_ops, MemoryStore};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::Layer as _;
 
@@ -107,6 +106,12 @@ impl Rng {
     fn float(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
     }
+}
+
+/// A node's durable image: what a crash keeps.
+#[derive(Clone, Debug, Default)]
+struct MemoryStore {
+    state: Persistent,
 }
 
 // ---------------------------------------------------------------------------- seeds
@@ -482,7 +487,7 @@ impl Sim {
         let _ = writeln!(s, "  leaders per epoch: {:?}", self.leaders);
         let _ = writeln!(
             s,
-            "replay: SIM_SEED={} SIM_TRACE=1 cargo test -p guessgame-node --test simulation {} -- --nocapture",
+            "replay: SIM_SEED={} SIM_TRACE=1 cargo test -p guessgame-core --test simulation {} -- --nocapture",
             self.seed, self.name
         );
         panic!("{s}");
@@ -725,7 +730,7 @@ impl Sim {
             })
             .collect();
         if !ops.is_empty() {
-            apply_ops(&mut node.store.state, &ops);
+            node.store.state.apply(&ops);
         }
         self.check_node(i, &ops);
         // 2. Then sends, applies and replies, in order; a crash may cut them short.
