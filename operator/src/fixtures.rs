@@ -22,8 +22,9 @@ use kube::Client;
 use serde_json::{json, Value};
 use tower_test::mock;
 
-use crate::controller::{Context, Probe, Prober, Settings};
+use crate::controller::{Context, Settings};
 use crate::crd::{GuessGame, GuessGameSpec};
+use crate::prober::{Probe, Prober};
 use crate::resources::INSTANCE_LABEL;
 use crate::Metrics;
 

@@ -5,10 +5,18 @@
 //!   conditions; `crdgen` prints its CRD.
 //! - [`resources`]: the owned objects built from a spec (ConfigMap, headless and client
 //!   Services, StatefulSet, PodDisruptionBudget) and member addresses — plain functions.
-//! - [`policy`]: the decisions — member views, the restart rule, the conditions — plain
-//!   functions of what was observed.
-//! - [`controller`]: the `Controller`, `reconcile` (server-side apply, member status over
-//!   gRPC with the client library, restarts, Events, status) and `error_policy`.
+//! - [`policy`]: the decisions — plain functions of what was observed, one file per concern:
+//!   [`policy::members`] (member views, pod problems), [`policy::scale`] (the next scaling
+//!   step), [`policy::restart`] (the restart rule), [`policy::conditions`].
+//! - [`controller`]: the `Controller` ([`controller::run`]), its [`Context`] and
+//!   [`Settings`], the [`State`] shared with the web server, and `error_policy` (back-off).
+//! - [`reconcile`]: [`reconcile::reconcile`], one pass in named steps, a file each: observe
+//!   (the StatefulSet, the pods, the members' answers, the committed configuration), apply
+//!   (server-side apply), scale (membership changes, the StatefulSet), restart (a failed
+//!   member's pod), status (the status, Events on what changed).
+//! - [`prober`]: talking to the members over gRPC with the client library ([`prober::Prober`],
+//!   a stand-in in tests).
+//! - [`error`]: the [`Error`] of a reconciliation.
 //! - [`metrics`]: Prometheus metrics (prometheus-client).
 //! - [`telemetry`]: structured logs (text or JSON).
 //!
@@ -17,8 +25,11 @@
 
 pub mod controller;
 pub mod crd;
+pub mod error;
 pub mod metrics;
 pub mod policy;
+pub mod prober;
+pub mod reconcile;
 pub mod resources;
 pub mod telemetry;
 
@@ -27,29 +38,8 @@ mod fixtures;
 
 pub use controller::{Context, Settings, State};
 pub use crd::{GuessGame, GuessGameSpec, GuessGameStatus};
+pub use error::{Error, Result};
 pub use metrics::Metrics;
-
-/// Errors of a reconciliation.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("kube API error: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("invalid GuessGame: {0}")]
-    Invalid(String),
-}
-
-impl Error {
-    /// A short label for the failures metric.
-    pub fn metric_label(&self) -> String {
-        match self {
-            Error::Kube(kube::Error::Api(e)) => format!("api_{}", e.code),
-            Error::Kube(_) => "kube".into(),
-            Error::Invalid(_) => "invalid".into(),
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The CustomResourceDefinition as YAML (what `crdgen` prints, and `manifests/crd.yaml`).
 pub fn crd_yaml() -> String {
