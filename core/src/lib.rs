@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod game;
 pub mod message;
+pub mod rules;
 pub mod types;
 
 pub use engine::{

@@ -1,0 +1,161 @@
+//! What goes into the engine and what comes out of it: events, outputs, the durable image
+//! it starts from, and the client requests and answers it carries.
+
+use crate::game::GameError;
+use crate::message::Message;
+use crate::types::{Entry, Member, Membership, NodeId, RoundResult, Zxid};
+
+/// Identifies a client request inside one runtime.
+pub type RequestId = u64;
+
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_ms: 100,
+            election_timeout_ms: 1000,
+        }
+    }
+}
+
+/// What survived on disk: handed to [`Engine::new`] at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persistent {
+    pub accepted_epoch: u64,
+    pub current_epoch: u64,
+    pub log: Vec<Entry>,
+    pub committed: Zxid,
+}
+
+impl Persistent {
+    /// Carries out `ops` on this in-memory image, in order (what a store holds after them).
+    pub fn apply(&mut self, ops: &[StorageOp]) {
+        for op in ops {
+            match op {
+                StorageOp::SetAcceptedEpoch(e) => self.accepted_epoch = *e,
+                StorageOp::SetCurrentEpoch(e) => self.current_epoch = *e,
+                StorageOp::TruncateAfter(z) => self.log.retain(|e| e.zxid <= *z),
+                StorageOp::Append(entries) => self.log.extend(entries.iter().cloned()),
+                StorageOp::SetCommitted(z) => self.committed = *z,
+            }
+        }
+    }
+}
+
+/// A change to durable state. Carried out atomically per batch by the storage layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageOp {
+    SetAcceptedEpoch(u64),
+    /// Recorded only after the entries of the sync it concludes.
+    SetCurrentEpoch(u64),
+    /// Remove every entry after this zxid.
+    TruncateAfter(Zxid),
+    Append(Vec<Entry>),
+    SetCommitted(Zxid),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOp {
+    Write {
+        client: String,
+        value: u32,
+    },
+    Guess {
+        client: String,
+        value: u32,
+    },
+    /// Add `member`: first as a learner, then (once it holds every committed entry, and
+    /// when `voter`) promoted to voter. Answered when the last step has committed.
+    AddMember {
+        member: Member,
+        voter: bool,
+    },
+    /// Remove `id` (voter or learner). Answered when the configuration without it committed.
+    RemoveMember {
+        id: NodeId,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientReply {
+    Written {
+        zxid: Zxid,
+        round: u64,
+        target: u32,
+        closed: Option<RoundResult>,
+    },
+    Guessed {
+        zxid: Zxid,
+        round: u64,
+    },
+    /// A linearizable read may be answered from any state that has applied `index`.
+    ReadIndex {
+        index: Zxid,
+    },
+    /// The configuration after a membership change (committed at `zxid`).
+    Reconfigured {
+        zxid: Zxid,
+        membership: Membership,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// Not applied; ask `leader` (if known) or retry later.
+    NotLeader { leader: Option<NodeId> },
+    /// Refused by the game rules; not applied.
+    Game(GameError),
+    /// Proposed, but leadership was lost before it committed: it may or may not commit.
+    OutcomeUnknown,
+    /// A membership change that was refused; `retryable` when it may succeed later (another
+    /// change in flight, a learner still catching up). The configuration is unchanged, or —
+    /// for a learner that did not catch up in time — it stays a learner.
+    Reconfig { reason: String, retryable: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Tick { now_ms: u64 },
+    Message { from: NodeId, msg: Message },
+    Propose { req: RequestId, op: ClientOp },
+    LinearizableRead { req: RequestId },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make durable before anything that follows it leaves the process.
+    Persist(StorageOp),
+    Send {
+        to: NodeId,
+        msg: Message,
+    },
+    /// A committed entry, in zxid order, to apply to the game.
+    Apply(Entry),
+    Reply {
+        req: RequestId,
+        result: Result<ClientReply, ClientError>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    Looking,
+    Candidate,
+    Following,
+    Leading,
+}
+
+impl RoleKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RoleKind::Looking | RoleKind::Candidate => "looking",
+            RoleKind::Following => "follower",
+            RoleKind::Leading => "leader",
+        }
+    }
+}

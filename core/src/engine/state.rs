@@ -1,0 +1,147 @@
+//! Per-role state: each [`Role`] variant holds what only that role needs, so entering a role
+//! starts it afresh and leaving it drops it (nothing to reset by hand).
+
+use std::collections::BTreeMap;
+
+use super::events::{ClientReply, RequestId};
+use crate::game::{Game, GameError};
+use crate::message::EpochSummary;
+use crate::types::{Credentials, Member, NodeId, Zxid};
+
+#[derive(Debug)]
+pub(super) enum Role {
+    Looking(LookingState),
+    Candidate(CandidateState),
+    Following(FollowerState),
+    Leading(Box<LeaderState>),
+}
+
+/// Looking for a leader: gathering `Hello`s until this node may stand or is pointed to one.
+#[derive(Debug)]
+pub(super) struct LookingState {
+    /// Who announced itself recently: rank, accepted epoch, when.
+    pub heard: BTreeMap<NodeId, (Credentials, u64, u64)>,
+    /// When this looking phase started.
+    pub since: u64,
+    /// Not before this may the node stand (ZooKeeper's finalizeWait).
+    pub candidacy_at: u64,
+    pub last_hello: u64,
+    /// A leader we asked to follow, and when.
+    pub joining: Option<(NodeId, u64)>,
+    /// When we last answered a `Hello` from each node (answers are rate-limited: two nodes
+    /// outside each other's configuration would otherwise answer each other's answers
+    /// forever).
+    pub answered: BTreeMap<NodeId, u64>,
+}
+
+impl LookingState {
+    pub fn new(now: u64, candidacy_at: u64) -> LookingState {
+        LookingState {
+            heard: BTreeMap::new(),
+            since: now,
+            candidacy_at,
+            last_hello: now,
+            joining: None,
+            answered: BTreeMap::new(),
+        }
+    }
+}
+
+/// Standing for leader in `epoch`.
+#[derive(Debug)]
+pub(super) struct CandidateState {
+    pub epoch: u64,
+    pub started: u64,
+    /// Members that accepted `epoch`, with their log summary.
+    pub acks: BTreeMap<NodeId, EpochSummary>,
+    pub last_sent: u64,
+}
+
+/// Following `leader` in the accepted epoch.
+#[derive(Debug)]
+pub(super) struct FollowerState {
+    pub leader: NodeId,
+    pub last_contact: u64,
+    /// Our log is a prefix of the leader's log (set by its `Sync`).
+    pub synced: bool,
+}
+
+/// What a leader knows of one follower.
+#[derive(Debug, Default)]
+pub(super) struct FollowerProgress {
+    /// A `Sync` was sent in this epoch: proposals may follow it.
+    pub in_sync: bool,
+    /// Highest zxid this follower has on disk, matching our log.
+    pub acked: Zxid,
+    pub last_heard: u64,
+    pub hb_acked: u64,
+}
+
+/// A client write proposed at some zxid, answered with `reply` when that zxid commits.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub req: RequestId,
+    pub reply: ClientReply,
+}
+
+/// The membership change a leader is carrying out (one at a time).
+#[derive(Debug)]
+pub(super) struct PendingReconfig {
+    pub req: RequestId,
+    pub member: Option<Member>,
+    pub id: NodeId,
+    pub stage: ReconfigStage,
+    /// A learner that has not caught up by then stays a learner and the request fails.
+    pub deadline: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ReconfigStage {
+    /// Waiting for the config entry at this zxid to commit; then the request is answered,
+    /// or (adding a voter, entry that made it a learner) catching up starts.
+    Committing { zxid: Zxid, then_promote: bool },
+    /// The learner is receiving the log; promoted once it holds everything committed.
+    CatchingUp,
+}
+
+/// A linearizable read waiting for a quorum to answer heartbeat `seq`.
+#[derive(Debug)]
+pub(super) struct PendingRead {
+    pub req: RequestId,
+    pub seq: u64,
+    pub index: Zxid,
+}
+
+#[derive(Debug)]
+pub(super) struct LeaderState {
+    pub epoch: u64,
+    pub since: u64,
+    pub followers: BTreeMap<NodeId, FollowerProgress>,
+    /// Game state after the whole log (committed or not): requests are checked against it.
+    pub speculative: Game,
+    pub pending: BTreeMap<Zxid, Pending>,
+    pub reads: Vec<PendingRead>,
+    /// Refusals decided on uncommitted state (e.g. "already guessed" because of a guess not
+    /// yet committed): answered only once that state is committed, so a refusal never rests
+    /// on an entry a later leader could drop. `(request, why, last zxid it depends on)`.
+    pub refusals: Vec<(RequestId, GameError, Zxid)>,
+    pub hb_seq: u64,
+    pub last_hb: u64,
+    /// `hb_seq` when the last entry was appended: a heartbeat with a higher seq was sent
+    /// after it, so a follower answering that heartbeat should already hold it.
+    pub appended_at_seq: u64,
+    pub reconfig: Option<PendingReconfig>,
+    /// (configuration in use, committed configuration) the follower set was built for.
+    pub followers_for: (Zxid, Zxid),
+}
+
+impl LeaderState {
+    /// Followers that were sent a `Sync` in this epoch: proposals and commits go to them.
+    pub fn in_sync_followers(&self) -> Vec<NodeId> {
+        self.followers
+            .iter()
+            .filter(|(_, p)| p.in_sync)
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+}
