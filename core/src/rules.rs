@@ -74,6 +74,47 @@ pub fn split_host_port(address: &str) -> Result<(&str, u16), NameError> {
     Ok((host, port))
 }
 
+/// FNV-1a, 64-bit: a hash that is the same in every build and Rust version (for seeds and
+/// for the operator's configuration checksum).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Why a `{placeholder}` template could not be expanded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplateError {
+    /// A `{` without its `}`.
+    Unclosed,
+    /// `{name}` is not a placeholder this template knows.
+    Unknown(String),
+    /// The placeholder is known but has no value here (the message says why).
+    NoValue(String),
+}
+
+/// Expands every `{name}` in `template` with `value(name)`: `None` for an unknown name.
+pub fn expand_template(
+    template: &str,
+    mut value: impl FnMut(&str) -> Option<Result<String, String>>,
+) -> Result<String, TemplateError> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').ok_or(TemplateError::Unclosed)? + start;
+        let name = &rest[start + 1..end];
+        match value(name) {
+            Some(Ok(v)) => out.push_str(&v),
+            Some(Err(why)) => return Err(TemplateError::NoValue(why)),
+            None => return Err(TemplateError::Unknown(name.to_string())),
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +146,35 @@ mod tests {
         for bad in ["", "host", ":7101", "host:0", "host:70000", "host:x"] {
             assert!(split_host_port(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn fnv1a_is_the_published_function() {
+        // Test vectors of the FNV reference: "" and "a".
+        assert_eq!(fnv1a(*b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(*b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn templates_expand_known_placeholders_and_name_the_rest() {
+        let value = |name: &str| match name {
+            "pod" => Some(Ok("gg-1".to_string())),
+            "ns" => Some(Err("set $POD_NAMESPACE".to_string())),
+            _ => None,
+        };
+        assert_eq!(
+            expand_template("{pod}.x:7100", value),
+            Ok("gg-1.x:7100".into())
+        );
+        assert_eq!(expand_template("plain", value), Ok("plain".into()));
+        assert_eq!(expand_template("{pod", value), Err(TemplateError::Unclosed));
+        assert_eq!(
+            expand_template("{what}", value),
+            Err(TemplateError::Unknown("what".into()))
+        );
+        assert!(matches!(
+            expand_template("{ns}", value),
+            Err(TemplateError::NoValue(_))
+        ));
     }
 }

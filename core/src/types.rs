@@ -86,7 +86,7 @@ impl Membership {
     }
     /// Majority of the voters.
     pub fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+        crate::rules::majority(self.voters.len())
     }
     pub fn voter_ids(&self) -> impl Iterator<Item = &NodeId> {
         self.voters.iter().map(|m| &m.id)

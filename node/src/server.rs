@@ -87,9 +87,7 @@ pub async fn run_with(
         log = %store.path().display(),
         "starting"
     );
-    let seed = node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    }) ^ std::process::id() as u64;
+    let seed = guessgame_core::rules::fnv1a(node_id.bytes()) ^ std::process::id() as u64;
     let bootstrap = if options.join.is_some() || config.address_of(&node_id).is_none() {
         Membership::default()
     } else {

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::runtime::{ClientResult, Command, NodeView, SharedView};
 use guessgame_core::game::{check_client_id, check_value, GameError};
+use guessgame_core::rules::{check_member_id, split_host_port};
 use guessgame_core::{ClientError, ClientOp, ClientReply, Member, NodeId, RoleKind};
 use guessgame_wire::channel::{channel, never_sent};
 use guessgame_wire::config::Config;
@@ -559,27 +560,9 @@ impl pb::game_server::Game for NodeServices {
 /// A member to add: an id like the configuration's (letters, digits, `-`, `_`, `.`) and a
 /// `host:port` address.
 pub fn check_member(m: &pb::Member) -> Result<(), String> {
-    let id_ok = !m.id.is_empty()
-        && m.id.len() <= 63
-        && m.id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !id_ok {
-        return Err(format!(
-            "member id {:?}: use 1-63 letters, digits, '-', '_' or '.'",
-            m.id
-        ));
-    }
-    let port_ok = m
-        .address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if !port_ok {
-        return Err(format!(
-            "address {:?} of {}: expected host:port",
-            m.address, m.id
-        ));
-    }
+    check_member_id(&m.id).map_err(|e| e.to_string())?;
+    split_host_port(&m.address)
+        .map_err(|_| format!("address {:?} of {}: expected host:port", m.address, m.id))?;
     Ok(())
 }
 
@@ -608,7 +591,7 @@ impl pb::peer_server::Peer for NodeServices {
                 batch.from
             )));
         }
-        if batch.from.is_empty() || batch.from.len() > 63 {
+        if check_member_id(&batch.from).is_err() {
             return Err(Status::invalid_argument(
                 "a batch without a valid sender id",
             ));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use guessgame_core::Timing;
+use guessgame_core::{rules, Timing};
 
 pub const CONFIG_ENV: &str = "GUESSGAME_CONFIG";
 
@@ -133,16 +133,18 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let n = self.nodes.len();
-        if n == 0 || n > 9 || n.is_multiple_of(2) {
+        if !rules::is_ensemble_size(n) {
             return Err(ConfigError::Invalid(format!(
-                "an ensemble has an odd number of nodes between 1 and 9, got {n}"
+                "an ensemble has an odd number of nodes between 1 and {}, got {n}",
+                rules::MAX_VOTERS
             )));
         }
         for (i, node) in self.nodes.iter().enumerate() {
-            if guessgame_core::game::check_client_id(&node.id).is_err() {
+            if rules::check_member_id(&node.id).is_err() {
                 return Err(ConfigError::Invalid(format!(
-                    "node id {:?} must be 1-64 letters, digits, '-', '_' or '.'",
-                    node.id
+                    "node id {:?} must be 1-{} letters, digits, '-', '_' or '.'",
+                    node.id,
+                    rules::MAX_MEMBER_ID_LEN
                 )));
             }
             if self.nodes[..i].iter().any(|o| o.id == node.id) {
@@ -157,11 +159,7 @@ impl Config {
                     node.address
                 )));
             }
-            let port_ok = node
-                .address
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !port_ok {
+            if rules::split_host_port(&node.address).is_err() {
                 return Err(ConfigError::Invalid(format!(
                     "address {:?} of {} must be host:port",
                     node.address, node.id
@@ -173,7 +171,7 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "quorum_size = {q} is not a majority of {n} nodes (it must be between {} and {n}); \
                      two disjoint quorums could each elect a leader",
-                    n / 2 + 1
+                    rules::majority(n)
                 )));
             }
         }
@@ -189,7 +187,8 @@ impl Config {
     }
 
     pub fn quorum(&self) -> usize {
-        self.quorum_size.unwrap_or(self.nodes.len() / 2 + 1)
+        self.quorum_size
+            .unwrap_or(rules::majority(self.nodes.len()))
     }
 
     pub fn timing(&self) -> Timing {
@@ -391,16 +390,8 @@ impl PodSettings {
                 (None, _) => format!("{pod}.{svc}:{port}"),
             });
         };
-        let mut out = String::new();
-        let mut rest = template.as_str();
-        while let Some(start) = rest.find('{') {
-            out.push_str(&rest[..start]);
-            let end = rest[start..].find('}').ok_or_else(|| {
-                ConfigError::Pod(format!(
-                    "$GUESSGAME_PEER_TEMPLATE {template:?}: unclosed '{{'"
-                ))
-            })? + start;
-            let value = match &rest[start + 1..end] {
+        let value = |name: &str| {
+            Some(Ok(match name {
                 "pod" => pod.clone(),
                 "ordinal" => ordinal.to_string(),
                 "statefulset" => self.statefulset.clone(),
@@ -410,23 +401,26 @@ impl PodSettings {
                     .cluster_domain
                     .clone()
                     .unwrap_or_else(|| "cluster.local".into()),
-                "namespace" => self.namespace.clone().ok_or_else(|| {
-                    ConfigError::Pod(
-                        "$GUESSGAME_PEER_TEMPLATE uses {namespace}: set $POD_NAMESPACE".into(),
-                    )
-                })?,
-                other => {
-                    return Err(ConfigError::Pod(format!(
-                        "$GUESSGAME_PEER_TEMPLATE {template:?}: unknown placeholder {{{other}}} \
-                         (known: pod, ordinal, statefulset, service, namespace, port, domain)"
-                    )))
+                "namespace" => {
+                    return Some(self.namespace.clone().ok_or_else(|| {
+                        "$GUESSGAME_PEER_TEMPLATE uses {namespace}: set $POD_NAMESPACE".to_string()
+                    }))
                 }
-            };
-            out.push_str(&value);
-            rest = &rest[end + 1..];
-        }
-        out.push_str(rest);
-        Ok(out)
+                _ => return None,
+            }))
+        };
+        rules::expand_template(template, value).map_err(|e| {
+            ConfigError::Pod(match e {
+                rules::TemplateError::Unclosed => {
+                    format!("$GUESSGAME_PEER_TEMPLATE {template:?}: unclosed '{{'")
+                }
+                rules::TemplateError::Unknown(other) => format!(
+                    "$GUESSGAME_PEER_TEMPLATE {template:?}: unknown placeholder {{{other}}} \
+                     (known: pod, ordinal, statefulset, service, namespace, port, domain)"
+                ),
+                rules::TemplateError::NoValue(why) => why,
+            })
+        })
     }
 
     /// The ensemble: `<statefulset>-0` .. `<statefulset>-<replicas-1>` at their addresses.
