@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::storage::LogStore;
 use crate::transport::Transport;
@@ -133,22 +133,47 @@ impl NodeView {
 
 pub type SharedView = Arc<RwLock<NodeView>>;
 
-/// Spawns the engine thread. Returns the command queue and the published view.
+/// Where this node stands in the ensemble, published on a watch channel whenever it changes
+/// (health reporting and the stop-on-removal wait on it instead of polling the view).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// Leading, or following a leader: this node serves (the health services say SERVING).
+    pub in_ensemble: bool,
+    /// A leader told us (or we committed) that the configuration leaves us out.
+    pub removed: bool,
+}
+
+impl Standing {
+    fn of(view: &NodeView) -> Standing {
+        Standing {
+            in_ensemble: matches!(view.role, RoleKind::Leading | RoleKind::Following)
+                && view.leader.is_some(),
+            removed: view.removed,
+        }
+    }
+}
+
+/// A running engine thread and the handles to it.
+pub struct EngineHandle {
+    /// Where events for the engine go.
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// The view published after every turn.
+    pub view: SharedView,
+    /// Changes of [`Standing`].
+    pub standing: watch::Receiver<Standing>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Spawns the engine thread.
 pub fn spawn(
     engine: Engine,
     store: Box<dyn LogStore>,
     transport: Box<dyn Transport>,
-) -> (
-    mpsc::UnboundedSender<Command>,
-    SharedView,
-    std::thread::JoinHandle<()>,
-) {
+) -> EngineHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let view = Arc::new(RwLock::new(NodeView::of(
-        &engine,
-        Arc::new(engine.game().clone()),
-        None,
-    )));
+    let first = NodeView::of(&engine, Arc::new(engine.game().clone()), None);
+    let (standing_tx, standing) = watch::channel(Standing::of(&first));
+    let view = Arc::new(RwLock::new(first));
     let shared = view.clone();
     let handle = std::thread::Builder::new()
         .name(format!("engine-{}", engine.id()))
@@ -161,6 +186,7 @@ pub fn spawn(
                 store,
                 transport,
                 view: shared,
+                standing: standing_tx,
                 replies: HashMap::new(),
                 next_req: 1,
                 started: Instant::now(),
@@ -174,7 +200,12 @@ pub fn spawn(
             }
         })
         .expect("spawn engine thread");
-    (tx, view, handle)
+    EngineHandle {
+        commands: tx,
+        view,
+        standing,
+        thread: handle,
+    }
 }
 
 struct Driver {
@@ -182,6 +213,7 @@ struct Driver {
     store: Box<dyn LogStore>,
     transport: Box<dyn Transport>,
     view: SharedView,
+    standing: watch::Sender<Standing>,
     replies: HashMap<u64, oneshot::Sender<ClientResult>>,
     next_req: u64,
     started: Instant,
@@ -288,7 +320,10 @@ impl Driver {
         let game = game.map(Arc::new).unwrap_or(old_game);
         let mut view = self.view.write().expect("view lock");
         *view = NodeView::of(&self.engine, game, Some(&view));
+        let standing = Standing::of(&view);
         drop(view);
+        self.standing
+            .send_if_modified(|s| std::mem::replace(s, standing) != standing);
         for (req, result) in replies {
             if let Some(tx) = self.replies.remove(&req) {
                 let _ = tx.send(result);
@@ -459,7 +494,12 @@ mod tests {
             election_timeout_ms: 60_000, // never times out during the test
         };
         let engine = Engine::new("c".into(), ids, 2, timing, Persistent::default(), 1);
-        let (tx, view, thread) = spawn(
+        let EngineHandle {
+            commands: tx,
+            view,
+            thread,
+            ..
+        } = spawn(
             engine,
             Box::new(RecordingStore(MemoryStore::default(), journal.clone())),
             Box::new(RecordingTransport(journal.clone())),

@@ -14,7 +14,7 @@ use crate::runtime::{self, Command};
 use crate::service::NodeServices;
 use crate::storage::{LogStore, SqliteLog};
 use crate::transport::GrpcTransport;
-use guessgame_core::{Engine, Member, Membership, RoleKind};
+use guessgame_core::{Engine, Member, Membership};
 use guessgame_wire::config::Config;
 use guessgame_wire::proto::{game_server::GameServer, peer_server::PeerServer};
 #[doc(hidden)]
@@ -117,8 +117,12 @@ pub async fn run_with(
         .map(|m| (m.id, m.address))
         .collect();
     let transport = GrpcTransport::start(&node_id, &advertise, &peers)?;
-    let (commands, view, engine_thread) =
-        runtime::spawn(engine, Box::new(store), Box::new(transport));
+    let runtime::EngineHandle {
+        commands,
+        view,
+        standing,
+        thread: engine_thread,
+    } = runtime::spawn(engine, Box::new(store), Box::new(transport));
 
     // Ticks drive all timeouts in the engine.
     let tick_every = Duration::from_millis((config.heartbeat_interval_ms / 5).clamp(2, 20));
@@ -147,14 +151,11 @@ pub async fn run_with(
         .set_not_serving::<GameServer<NodeServices>>()
         .await;
     let health = {
-        let view = view.clone();
+        let mut standing = standing.clone();
         tokio::spawn(async move {
             let mut last = None;
             loop {
-                let serving = {
-                    let v = view.read().expect("view lock");
-                    matches!(v.role, RoleKind::Leading | RoleKind::Following) && v.leader.is_some()
-                };
+                let serving = standing.borrow_and_update().in_ensemble;
                 if last != Some(serving) {
                     last = Some(serving);
                     if serving {
@@ -173,7 +174,9 @@ pub async fn run_with(
                             .await;
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                if standing.changed().await.is_err() {
+                    break;
+                }
             }
         })
     };
@@ -186,18 +189,21 @@ pub async fn run_with(
         let view = view.clone();
         let node_id = node_id.clone();
         let armed = armed.clone();
+        let mut standing = standing.clone();
         tokio::spawn(async move {
+            // Removal is waited for only once armed (a joining node is "removed" until it
+            // is added), so the wait is re-checked when the join arms it.
             loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let (removed, config) = {
-                    let v = view.read().expect("view lock");
-                    (v.removed, v.committed_membership.clone())
-                };
-                if removed && options.exit_when_removed && armed.load(Ordering::SeqCst) {
+                if standing.wait_for(|s| s.removed).await.is_err() {
+                    break;
+                }
+                if options.exit_when_removed && armed.load(Ordering::SeqCst) {
+                    let config = view.read().expect("view lock").committed_membership.clone();
                     tracing::warn!(node = %node_id, %config, "removed from the ensemble; stopping");
                     let _ = removed_tx.send(true);
                     break;
                 }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
