@@ -17,7 +17,3 @@ pub mod service;
 pub mod storage;
 pub mod transport;
 
-// The operator still reaches these through the node crate (until it depends on
-// `guessgame-wire` directly).
-#[doc(hidden)]
-pub use guessgame_wire::config;

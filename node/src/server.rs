@@ -17,8 +17,6 @@ use crate::transport::GrpcTransport;
 use guessgame_core::{Engine, Member, Membership};
 use guessgame_wire::config::Config;
 use guessgame_wire::proto::{game_server::GameServer, peer_server::PeerServer};
-#[doc(hidden)]
-pub use guessgame_wire::signal::shutdown_signal;
 
 /// Opens the node's log (refusing foreign or corrupt files) — done before binding so a bad
 /// data directory fails fast with a clear message.

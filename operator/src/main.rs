@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(?settings, "starting");
     // SIGTERM handled from here on (as PID 1 in a container it would otherwise be ignored).
-    let signal = guessgame_node::server::shutdown_signal();
+    let signal = guessgame_wire::signal::shutdown_signal();
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;

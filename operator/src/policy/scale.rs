@@ -17,7 +17,7 @@ pub struct ConfigMember {
 impl ConfigMember {
     /// The member `id` of the StatefulSet `statefulset`.
     pub fn new(id: &str, statefulset: &str, voter: bool) -> ConfigMember {
-        let ordinal = guessgame_node::config::split_pod_name(id)
+        let ordinal = guessgame_wire::config::split_pod_name(id)
             .filter(|(prefix, _)| *prefix == statefulset)
             .map(|(_, n)| n);
         ConfigMember {
