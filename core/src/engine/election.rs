@@ -211,7 +211,7 @@ impl Engine {
             // accepted a candidate's epoch would advertise that candidate in `LeaderIs`; the
             // `FollowerInfo` a looking node then sends it counted as a vote although that
             // node never promised the epoch nor had its rank compared: two leaders in one
-            // epoch (tests/simulation.rs:
+            // epoch (tests/simulation/regressions.rs:
             // looking_node_never_votes_for_a_candidate_whose_epoch_it_did_not_accept).
             Role::Following(f) if f.synced && self.now.saturating_sub(f.last_contact) <= within => {
                 Some((f.leader.clone(), self.accepted_epoch))

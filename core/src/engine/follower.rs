@@ -53,7 +53,7 @@ impl Engine {
         // A new epoch is a new leadership even when the leader is the same node: it may have
         // followed someone else (and truncated) in between, so our log must be synced again.
         // (Keeping `synced` here let a follower commit its stale log against the new epoch's
-        // commit point and never receive the new epoch's entries; tests/simulation.rs:
+        // commit point and never receive the new epoch's entries; tests/simulation/regressions.rs:
         // same_leader_in_a_new_epoch_resyncs_its_followers.)
         let same_leadership = self.follows(leader, epoch);
         if epoch > self.accepted_epoch {

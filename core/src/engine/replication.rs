@@ -103,13 +103,13 @@ impl Engine {
                 // Only a follower synced in this epoch answers our heartbeats: its log is a
                 // durable prefix of ours, so `last_zxid` acknowledges like an `Ack`. Without
                 // this, entries whose `Ack`s were all lost never commit in a quiet ensemble
-                // (tests/simulation.rs: entry_commits_although_every_ack_is_lost).
+                // (tests/simulation/regressions.rs: entry_commits_although_every_ack_is_lost).
                 p.acked = p.acked.max(last_zxid);
                 // The heartbeat was sent after our last append, yet the follower lacks
                 // entries: a proposal was lost. A follower only notices a gap when the next
                 // proposal arrives, so in a quiet ensemble it would stay behind (and an
                 // entry no follower got would never commit) without this catch-up
-                // (tests/simulation.rs: follower_that_missed_proposals_catches_up_while_idle).
+                // (tests/simulation/regressions.rs: follower_that_missed_proposals_catches_up_while_idle).
                 behind = seq > l.appended_at_seq && last_zxid < last;
             }
         }
