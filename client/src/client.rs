@@ -9,6 +9,8 @@ use thiserror::Error;
 use tokio::time::{sleep, Instant};
 use tonic::transport::Channel;
 
+use crate::types::Zxid;
+
 /// What went wrong, in terms a caller branches on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,7 +102,7 @@ pub struct GameState {
     pub guesses: u64,
     pub last_result: Option<RoundResult>,
     pub node: String,
-    /// Last zxid applied on the node that answered (`epoch:counter`).
+    /// Last zxid applied on the node that answered (`epoch:counter`, a [`Zxid`]'s text).
     pub applied: String,
 }
 
@@ -108,6 +110,7 @@ pub struct GameState {
 pub struct WriteOutcome {
     pub round: u64,
     pub target: u32,
+    /// The entry's zxid (`epoch:counter`, a [`Zxid`]'s text).
     pub zxid: String,
     pub closed: Option<RoundResult>,
     pub leader: String,
@@ -117,13 +120,9 @@ pub struct WriteOutcome {
 pub struct GuessOutcome {
     pub round: u64,
     pub value: u32,
+    /// The entry's zxid (`epoch:counter`, a [`Zxid`]'s text).
     pub zxid: String,
     pub leader: String,
-}
-
-pub(crate) fn zxid_text(z: Option<pb::Zxid>) -> String {
-    let z = z.unwrap_or_default();
-    format!("{}:{}", z.epoch, z.counter)
 }
 
 /// A client bound to an ordered list of nodes. It tries them in turn: a node that cannot
@@ -136,7 +135,7 @@ pub struct Client {
     preferred: usize,
     /// Newest zxid this client has seen applied: a local read from a node that is behind it
     /// is refused, so this client's reads never go back in time (ZooKeeper does the same).
-    seen: (u64, u64),
+    seen: Zxid,
 }
 
 impl Client {
@@ -164,7 +163,7 @@ impl Client {
             endpoints,
             timeout,
             preferred: 0,
-            seen: (0, 0),
+            seen: Zxid::ZERO,
         })
     }
 
@@ -236,25 +235,29 @@ impl Client {
             value,
             forwarded: false,
         };
-        let w = self
+        let (zxid, w) = self
             .with_failover(false, |mut c| {
                 let req = req.clone();
                 async move {
                     let r = c.write(req).await?.into_inner();
                     Ok(match r.error {
                         Some(e) => Err(e),
-                        None => Ok(WriteOutcome {
-                            round: r.round,
-                            target: r.target,
-                            zxid: zxid_text(r.zxid),
-                            closed: r.closed.map(Into::into),
-                            leader: r.leader,
-                        }),
+                        None => {
+                            let zxid = Zxid::from(r.zxid);
+                            let w = WriteOutcome {
+                                round: r.round,
+                                target: r.target,
+                                zxid: zxid.to_string(),
+                                closed: r.closed.map(Into::into),
+                                leader: r.leader,
+                            };
+                            Ok((zxid, w))
+                        }
                     })
                 }
             })
             .await?;
-        self.saw(&w.zxid);
+        self.saw(zxid);
         Ok(w)
     }
 
@@ -268,24 +271,28 @@ impl Client {
             value,
             forwarded: false,
         };
-        let g = self
+        let (zxid, g) = self
             .with_failover(false, |mut c| {
                 let req = req.clone();
                 async move {
                     let r = c.guess(req).await?.into_inner();
                     Ok(match r.error {
                         Some(e) => Err(e),
-                        None => Ok(GuessOutcome {
-                            round: r.round,
-                            value,
-                            zxid: zxid_text(r.zxid),
-                            leader: r.leader,
-                        }),
+                        None => {
+                            let zxid = Zxid::from(r.zxid);
+                            let g = GuessOutcome {
+                                round: r.round,
+                                value,
+                                zxid: zxid.to_string(),
+                                leader: r.leader,
+                            };
+                            Ok((zxid, g))
+                        }
                     })
                 }
             })
             .await?;
-        self.saw(&g.zxid);
+        self.saw(zxid);
         Ok(g)
     }
 
@@ -293,7 +300,7 @@ impl Client {
     /// leader with a quorum round before it answers).
     pub async fn read(&mut self, linearizable: bool) -> Result<GameState, ClientError> {
         let seen = self.seen;
-        let state = self
+        let (applied, state) = self
             .with_failover(true, |mut c| async move {
                 let r = c
                     .read(pb::ReadRequest {
@@ -305,37 +312,36 @@ impl Client {
                 if let Some(e) = r.error {
                     return Ok(Err(e));
                 }
-                let applied = r.applied.unwrap_or_default();
-                if (applied.epoch, applied.counter) < seen {
+                let applied = Zxid::from(r.applied);
+                if applied < seen {
                     // This node is behind what we already saw: ask another one.
                     return Ok(Err(pb::Error {
                         kind: pb::ErrorKind::NoLeader as i32,
                         message: format!(
-                            "{} has applied only up to {}:{}, older than what this client saw",
-                            r.node, applied.epoch, applied.counter
+                            "{} has applied only up to {applied}, older than what this client saw",
+                            r.node
                         ),
                         retryable: true,
                     }));
                 }
-                Ok(Ok(GameState {
-                    round: r.round,
-                    target: r.has_target.then_some(r.target),
-                    guesses: r.guesses,
-                    last_result: r.last_result.map(Into::into),
-                    node: r.node,
-                    applied: zxid_text(r.applied),
-                }))
+                Ok(Ok((
+                    applied,
+                    GameState {
+                        round: r.round,
+                        target: r.has_target.then_some(r.target),
+                        guesses: r.guesses,
+                        last_result: r.last_result.map(Into::into),
+                        node: r.node,
+                        applied: applied.to_string(),
+                    },
+                )))
             })
             .await?;
-        self.saw(&state.applied);
+        self.saw(applied);
         Ok(state)
     }
 
-    fn saw(&mut self, zxid: &str) {
-        if let Some((e, c)) = zxid.split_once(':') {
-            if let (Ok(e), Ok(c)) = (e.parse(), c.parse()) {
-                self.seen = self.seen.max((e, c));
-            }
-        }
+    fn saw(&mut self, zxid: Zxid) {
+        self.seen = self.seen.max(zxid);
     }
 }

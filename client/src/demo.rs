@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::cluster::LocalCluster;
+use crate::types::Role;
 use crate::Client;
 
 fn step(text: &str) {
@@ -134,7 +135,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             .find(|n| Some(&n.id) == st.leader.as_ref())
             .cloned();
         if let (Some(me), Some(l)) = (me, leader_now) {
-            if me.role == "follower" && me.last_committed == l.last_committed {
+            if me.role == Role::Follower && me.last_committed == l.last_committed {
                 break;
             }
         }

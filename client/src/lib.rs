@@ -2,6 +2,7 @@
 //!
 //! - [`Client`]: endpoint list, failover across nodes, retries of what is safe to retry,
 //!   typed errors that say whether a write may have happened.
+//! - [`Role`], [`Membership`], [`MemberKind`], [`Zxid`]: what the nodes report as text, typed.
 //! - [`status`]: asks every member for its view (used by `guessgame status` and the operator).
 //! - [`members`]: the configuration, and changing it one member at a time.
 //! - [`cluster`]: starts a local ensemble of `guessgame-node` processes (demo and tests).
@@ -12,12 +13,14 @@ pub mod cluster;
 pub mod demo;
 pub mod members;
 pub mod status;
+mod types;
 
 pub use client::{
     Client, ClientError, ErrorKind, GameState, GuessOutcome, RoundResult, WriteOutcome,
 };
 pub use guessgame_wire::config::{Config, NodeConfig};
 pub use members::{Configuration, MemberInfo, MembersReport, Reconfig};
+pub use types::{MemberKind, Membership, ParseZxidError, Role, Zxid};
 
 /// Resolves `--node` arguments: node ids from the config or `host:port`, comma-separated or
 /// repeated. Empty → every configured node; inside a member's pod (pod mode, `POD_NAME` or the

@@ -278,10 +278,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                             n.role.as_str(),
                             n.membership.as_str(),
                             n.epoch.to_string(),
-                            n.last_zxid.as_str(),
-                            n.last_committed.as_str(),
+                            n.last_zxid.to_string(),
+                            n.last_committed.to_string(),
                         ),
-                        None => ("?", "?", "-".into(), "-", "-"),
+                        None => ("?", "?", "-".into(), "-".into(), "-".into()),
                     };
                     println!(
                         "{:<10} {:<8} {:<10} {:<8} {:>6} {:>12} {:>15}  {}",

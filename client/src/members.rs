@@ -7,15 +7,16 @@ use guessgame_wire::proto::{self as pb, reconfig_request::Change};
 use serde::Serialize;
 use tokio::time::{sleep, Instant};
 
-use crate::client::{zxid_text, Client, ClientError, ErrorKind};
+use crate::client::{Client, ClientError, ErrorKind};
 use crate::status::{ensemble_status, NodeStatus};
+use crate::types::{MemberKind, Zxid};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberInfo {
     pub id: String,
     pub address: String,
     /// `voter` or `learner`.
-    pub kind: String,
+    pub kind: MemberKind,
 }
 
 impl From<pb::Member> for MemberInfo {
@@ -23,7 +24,11 @@ impl From<pb::Member> for MemberInfo {
         MemberInfo {
             id: m.id,
             address: m.address,
-            kind: if m.voter { "voter" } else { "learner" }.into(),
+            kind: if m.voter {
+                MemberKind::Voter
+            } else {
+                MemberKind::Learner
+            },
         }
     }
 }
@@ -36,16 +41,21 @@ pub struct Configuration {
     pub leader: Option<String>,
     /// The configuration in use: the zxid of its log entry (`0:0`: only the bootstrap one is
     /// known) and its members.
-    pub config: String,
+    pub config: Zxid,
     pub members: Vec<MemberInfo>,
     /// The latest committed configuration (differs while a change is in flight).
-    pub committed_config: String,
+    pub committed_config: Zxid,
     pub committed_members: Vec<MemberInfo>,
 }
 
 impl Configuration {
     pub fn voters(&self) -> impl Iterator<Item = &MemberInfo> {
-        self.members.iter().filter(|m| m.kind == "voter")
+        self.members.iter().filter(|m| m.kind == MemberKind::Voter)
+    }
+    pub fn learners(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members
+            .iter()
+            .filter(|m| m.kind == MemberKind::Learner)
     }
     /// `(id, address)` of every member, for [`ensemble_status`].
     pub fn endpoints(&self) -> Vec<(String, String)> {
@@ -167,8 +177,8 @@ impl Client {
                     return Ok(Configuration {
                         node: r.leader.clone(),
                         leader: Some(r.leader),
-                        config: zxid_text(r.config),
-                        committed_config: zxid_text(r.config),
+                        config: r.config.into(),
+                        committed_config: r.config.into(),
                         committed_members: members.clone(),
                         members,
                     });
@@ -187,9 +197,9 @@ fn configuration_of(r: pb::MembersResponse) -> Configuration {
     Configuration {
         node: r.node,
         leader: (!r.leader.is_empty()).then_some(r.leader),
-        config: zxid_text(r.config),
+        config: r.config.into(),
         members: r.members.into_iter().map(Into::into).collect(),
-        committed_config: zxid_text(r.committed_config),
+        committed_config: r.committed_config.into(),
         committed_members: r.committed_members.into_iter().map(Into::into).collect(),
     }
 }

@@ -6,22 +6,23 @@ use guessgame_wire::channel::channel;
 use guessgame_wire::proto::{self as pb, game_client::GameClient};
 use serde::Serialize;
 
-use crate::client::zxid_text;
+use crate::types::{Membership, Role, Zxid};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeStatus {
     pub id: String,
     /// `leader`, `follower`, `looking` or `unreachable`.
-    pub role: String,
+    pub role: Role,
     pub epoch: u64,
     pub accepted_epoch: u64,
-    pub last_zxid: String,
-    pub last_committed: String,
+    pub last_zxid: Zxid,
+    pub last_committed: Zxid,
     /// The leader this node follows (or is), if any.
     pub leader: Option<String>,
-    /// `voter`, `learner` or `none` in the configuration this node uses, and how many
-    /// voters that configuration has.
-    pub membership: String,
+    /// `voter`, `learner` or `none` in the configuration this node uses (`removed` once a
+    /// leader told it it is out, `unknown` if it did not answer), and how many voters that
+    /// configuration has.
+    pub membership: Membership,
     pub voters: u32,
     pub address: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,13 +40,13 @@ pub struct EnsembleStatus {
 pub async fn node_status(id: &str, address: &str, timeout: Duration) -> NodeStatus {
     let unreachable = |e: String| NodeStatus {
         id: id.to_string(),
-        role: "unreachable".into(),
+        role: Role::Unreachable,
         epoch: 0,
         accepted_epoch: 0,
-        last_zxid: "0:0".into(),
-        last_committed: "0:0".into(),
+        last_zxid: Zxid::ZERO,
+        last_committed: Zxid::ZERO,
         leader: None,
-        membership: "unknown".into(),
+        membership: Membership::Unknown,
         voters: 0,
         address: address.to_string(),
         error: Some(e),
@@ -63,16 +64,16 @@ pub async fn node_status(id: &str, address: &str, timeout: Duration) -> NodeStat
                 } else {
                     r.node_id
                 },
-                role: r.role,
+                role: r.role.into(),
                 epoch: r.current_epoch,
                 accepted_epoch: r.accepted_epoch,
-                last_zxid: zxid_text(r.last_zxid),
-                last_committed: zxid_text(r.last_committed),
+                last_zxid: r.last_zxid.into(),
+                last_committed: r.last_committed.into(),
                 leader: (!r.leader.is_empty()).then_some(r.leader),
                 membership: if r.removed {
-                    "removed".to_string()
+                    Membership::Removed
                 } else {
-                    r.membership
+                    r.membership.into()
                 },
                 voters: r.members,
                 address: address.to_string(),
@@ -94,11 +95,11 @@ pub async fn ensemble_status(members: &[(String, String)], timeout: Duration) ->
     // right: the leader says how many voters it has).
     let leader = nodes
         .iter()
-        .filter(|n| n.role == "leader")
+        .filter(|n| n.role == Role::Leader)
         .find(|l| {
             let backing = nodes
                 .iter()
-                .filter(|n| n.leader.as_deref() == Some(&l.id) && n.membership == "voter")
+                .filter(|n| n.leader.as_deref() == Some(&l.id) && n.membership == Membership::Voter)
                 .count();
             let voters = if l.voters > 0 {
                 l.voters as usize
