@@ -13,6 +13,14 @@ fn step(text: &str) {
     println!("\n== {text}");
 }
 
+/// `target 50`, or `no target` before the first write.
+fn target(t: Option<u32>) -> String {
+    match t {
+        Some(t) => format!("target {t}"),
+        None => "no target".to_string(),
+    }
+}
+
 async fn show_status(cluster: &LocalCluster) {
     let st = cluster.status().await;
     println!("   leader: {}", st.leader.as_deref().unwrap_or("(none)"));
@@ -47,8 +55,9 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         .read(false)
         .await?;
     println!(
-        "   client2 @node2: read       -> round {} target {:?}",
-        s.round, s.target
+        "   client2 @node2: read       -> round {} {}",
+        s.round,
+        target(s.target)
     );
     for (client, node, value) in [
         ("client3", "node3", 45),
@@ -82,8 +91,10 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             .read(true)
             .await?;
         println!(
-            "   read --linearizable via {id}: round {} target {:?}, answered by {}",
-            s.round, s.target, s.node
+            "   read --linearizable via {id}: round {} {}, answered by {}",
+            s.round,
+            target(s.target),
+            s.node
         );
     }
 
@@ -149,8 +160,9 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         .read(false)
         .await?;
     println!(
-        "   read via {leader}: round {} target {:?}",
-        s.round, s.target
+        "   read via {leader}: round {} {}",
+        s.round,
+        target(s.target)
     );
     show_status(&cluster).await;
 

@@ -1,12 +1,21 @@
 //! guessgame client library: a smart client for a guessgame ensemble.
 //!
-//! - [`Client`]: endpoint list, failover across nodes, retries of what is safe to retry,
-//!   typed errors that say whether a write may have happened.
-//! - [`Role`], [`Membership`], [`MemberKind`], [`Zxid`]: what the nodes report as text, typed.
+//! - [`Client`] (`client.rs`): endpoint list, failover across nodes, retries of what is safe
+//!   to retry, typed errors ([`ClientError`], [`ErrorKind`]) that say whether a write may have
+//!   happened; `write`, `guess`, `read`.
+//! - `types.rs`: what the nodes report as text, typed: [`Role`], [`Membership`],
+//!   [`MemberKind`], [`Zxid`]. They display and serialize as the node's words (`leader`,
+//!   `voter`, `3:17`); a word this client does not know is kept as `Other(word)`.
 //! - [`status`]: asks every member for its view (used by `guessgame status` and the operator).
-//! - [`members`]: the configuration, and changing it one member at a time.
+//! - [`members`]: the configuration ([`Configuration`], [`MemberInfo`]), and changing it one
+//!   member at a time ([`Reconfig`]).
 //! - [`cluster`]: starts a local ensemble of `guessgame-node` processes (demo and tests).
 //! - [`demo`]: the guided tour behind `guessgame demo`.
+//! - [`resolve_endpoints`] (here): `--node` arguments to `(id, host:port)` pairs.
+//!
+//! The `guessgame` binary is `main.rs` (parses the command line, reports errors) and `cli/`:
+//! `cli/args.rs` the command line, `cli/mod.rs` the dispatch and what the subcommands share,
+//! and one module per subcommand (`write`, `guess`, `read`, `status`, `members`, `reconfig`).
 
 mod client;
 pub mod cluster;
