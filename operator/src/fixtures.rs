@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use guessgame_client::status::NodeStatus;
+use guessgame_client::Zxid;
 use guessgame_client::{ClientError, Configuration, ErrorKind, MemberInfo, Reconfig};
 use http::{Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -197,8 +198,16 @@ pub fn node(id: &str, role: &str, leader: Option<&str>) -> NodeStatus {
         role: role.into(),
         epoch: if answered { 3 } else { 0 },
         accepted_epoch: if answered { 3 } else { 0 },
-        last_zxid: if answered { "3:7" } else { "0:0" }.into(),
-        last_committed: if answered { "3:7" } else { "0:0" }.into(),
+        last_zxid: if answered {
+            Zxid::new(3, 7)
+        } else {
+            Zxid::default()
+        },
+        last_committed: if answered {
+            Zxid::new(3, 7)
+        } else {
+            Zxid::default()
+        },
         leader: leader.filter(|_| answered).map(str::to_string),
         membership: if answered { "voter" } else { "unknown" }.into(),
         voters: if answered { 3 } else { 0 },
@@ -266,9 +275,9 @@ fn configuration(leader: &str, members: Vec<MemberInfo>) -> Configuration {
     Configuration {
         node: leader.into(),
         leader: Some(leader.into()),
-        config: "3:1".into(),
+        config: Zxid::new(3, 1),
         members: members.clone(),
-        committed_config: "3:1".into(),
+        committed_config: Zxid::new(3, 1),
         committed_members: members,
     }
 }
@@ -337,7 +346,7 @@ impl Prober for EnsembleProber {
                     Some(m) => {
                         let role = if id == "demo-0" { "leader" } else { "follower" };
                         let mut n = node(id, role, leads.then_some("demo-0"));
-                        n.membership = m.kind.clone();
+                        n.membership = m.kind.clone().into();
                         n.voters = e.config.iter().filter(|m| m.kind == "voter").count() as u32;
                         n
                     }

@@ -67,7 +67,7 @@ pub fn pod_name(gg: &GuessGame, ordinal: usize) -> String {
 
 /// Members that form a majority.
 pub fn quorum(replicas: i32) -> i32 {
-    replicas / 2 + 1
+    guessgame_core::rules::majority(replicas.max(0) as usize) as i32
 }
 
 /// The selector labels of the member pods (never change: a StatefulSet selector is immutable).
@@ -137,14 +137,10 @@ pub fn config_data(gg: &GuessGame, replicas: i32) -> BTreeMap<String, String> {
 
 /// FNV-1a over the sorted data: stable across builds and Rust versions.
 pub fn config_hash(data: &BTreeMap<String, String>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in data {
-        for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    let bytes = data
+        .iter()
+        .flat_map(|(k, v)| k.bytes().chain([0]).chain(v.bytes()).chain([0]));
+    format!("{:016x}", guessgame_core::rules::fnv1a(bytes))
 }
 
 pub fn config_map(gg: &GuessGame, replicas: i32) -> ConfigMap {
@@ -479,7 +475,13 @@ impl std::str::FromStr for MemberAddress {
         match s {
             "auto" => Ok(MemberAddress::Auto),
             "dns" => Ok(MemberAddress::Dns),
-            t if t.contains('{') => Ok(MemberAddress::Template(t.to_string())),
+            t if t.contains('{') => {
+                // Every placeholder must be known: a typo would give every member a wrong
+                // address.
+                expand_member_template(t, |_| Some(String::new()))
+                    .map_err(|e| format!("{t:?}: {e}"))?;
+                Ok(MemberAddress::Template(t.to_string()))
+            }
             other => Err(format!(
                 "{other:?}: use auto, dns, or a template with {{pod}}, {{ordinal}}, {{podIP}}, ..."
             )),
@@ -526,16 +528,54 @@ impl MemberAddress {
                 Some(ip) => format!("{ip}:{NODE_PORT}"),
                 None => dns,
             },
-            MemberAddress::Template(t) => t
-                .replace("{pod}", &pod)
-                .replace("{ordinal}", &ordinal.to_string())
-                .replace("{name}", &gg.name_any())
-                .replace("{service}", &svc)
-                .replace("{namespace}", &ns)
-                .replace("{port}", &NODE_PORT.to_string())
-                .replace("{podIP}", pod_ip.unwrap_or_default()),
+            MemberAddress::Template(t) => expand_member_template(t, |name| {
+                Some(match name {
+                    "pod" => pod.clone(),
+                    "ordinal" => ordinal.to_string(),
+                    "name" => gg.name_any(),
+                    "service" => svc.clone(),
+                    "namespace" => ns.clone(),
+                    "port" => NODE_PORT.to_string(),
+                    "podIP" => pod_ip.unwrap_or_default().to_string(),
+                    _ => return None,
+                })
+            })
+            // Checked when parsed; a template built in code with an unknown placeholder
+            // keeps it as written.
+            .unwrap_or_else(|_| t.clone()),
         }
     }
+}
+
+/// Expands a member address template (placeholders `{pod}`, `{ordinal}`, `{name}`,
+/// `{service}`, `{namespace}`, `{port}`, `{podIP}`) with `value`.
+fn expand_member_template(
+    template: &str,
+    value: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    const KNOWN: [&str; 7] = [
+        "pod",
+        "ordinal",
+        "name",
+        "service",
+        "namespace",
+        "port",
+        "podIP",
+    ];
+    use guessgame_core::rules::{expand_template, TemplateError};
+    expand_template(template, |name| {
+        KNOWN
+            .contains(&name)
+            .then(|| Ok(value(name).unwrap_or_default()))
+    })
+    .map_err(|e| match e {
+        TemplateError::Unclosed => "unclosed '{'".to_string(),
+        TemplateError::Unknown(name) => format!(
+            "unknown placeholder {{{name}}} (known: {})",
+            KNOWN.join(", ")
+        ),
+        TemplateError::NoValue(why) => why,
+    })
 }
 
 #[cfg(test)]

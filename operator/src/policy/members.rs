@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use guessgame_client::status::NodeStatus;
+use guessgame_client::{Role, Zxid};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -211,9 +212,9 @@ impl MemberView {
 
     /// Serving: the leader, or a follower of a leader (what the readiness probe checks).
     pub fn serving(&self) -> bool {
-        self.node
-            .as_ref()
-            .is_some_and(|n| n.role == "leader" || (n.role == "follower" && n.leader.is_some()))
+        self.node.as_ref().is_some_and(|n| {
+            n.role == Role::Leader || (n.role == Role::Follower && n.leader.is_some())
+        })
     }
 
     /// Possibly part of the working quorum: serving as the operator sees it, or Ready as the
@@ -268,7 +269,7 @@ impl MemberView {
     /// The member's entry in `status.members`.
     pub fn to_status(&self) -> MemberStatus {
         let role = match (&self.node, self.exists) {
-            (Some(n), _) => n.role.clone(),
+            (Some(n), _) => n.role.to_string(),
             (None, false) => "absent".into(),
             (None, true) => "unreachable".into(),
         };
@@ -283,7 +284,8 @@ impl MemberView {
             last_zxid: self
                 .node
                 .as_ref()
-                .map_or_else(|| "0:0".into(), |n| n.last_zxid.clone()),
+                .map_or_else(Zxid::default, |n| n.last_zxid)
+                .to_string(),
             ready: self.serving(),
             membership: None,
             not_answering_since: self.not_answering_since.map(Time),

@@ -159,7 +159,7 @@ pub fn scaling_status(
 
 /// An ensemble size the operator runs: odd, 1 to 9.
 pub fn valid_size(voters: i32) -> bool {
-    (1..=9).contains(&voters) && voters % 2 == 1
+    usize::try_from(voters).is_ok_and(guessgame_core::rules::is_ensemble_size)
 }
 
 /// Why `spec.replicas` cannot be applied, if it cannot: an ensemble has an odd number of

@@ -1,7 +1,7 @@
 //! Observing the cluster: the StatefulSet and the bootstrap size, the member pods and what
 //! their nodes answer, and the ensemble's committed configuration.
 
-use guessgame_client::Configuration;
+use guessgame_client::{Configuration, MemberKind};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams};
@@ -192,7 +192,7 @@ pub(super) async fn committed_configuration(
 pub(super) fn config_members(c: &Configuration, statefulset: &str) -> Vec<ConfigMember> {
     c.committed_members
         .iter()
-        .map(|m| ConfigMember::new(&m.id, statefulset, m.kind == "voter"))
+        .map(|m| ConfigMember::new(&m.id, statefulset, m.kind == MemberKind::Voter))
         .collect()
 }
 

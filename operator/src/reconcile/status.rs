@@ -79,7 +79,7 @@ pub(super) fn status(
                 .filter_map(|v| v.node.as_ref().map(|n| n.epoch as i64))
                 .max(),
         },
-        last_committed: leader_node.as_ref().map(|n| n.last_committed.clone()),
+        last_committed: leader_node.as_ref().map(|n| n.last_committed.to_string()),
         // During an election the game state is unknown: show the last one read.
         round: probe.round.map(|r| r as i64).or(previous.round),
         target: match probe.round {

@@ -200,4 +200,17 @@ fn member_addresses() {
         );
     }
     assert!("nonsense".parse::<MemberAddress>().is_err());
+    // A typo in a placeholder would give every member a wrong address: refused when parsed.
+    let typo = "{pod}.{namespce}:7100"
+        .parse::<MemberAddress>()
+        .unwrap_err();
+    assert!(typo.contains("unknown placeholder {namespce}"), "{typo}");
+    assert!("{pod".parse::<MemberAddress>().is_err());
+    let all: MemberAddress = "{pod}/{name}/{service}/{namespace}/{port}/{podIP}"
+        .parse()
+        .unwrap();
+    assert_eq!(
+        all.resolve(&gg, 0, Some("10.1.2.3"), None),
+        "demo-0/demo/demo-headless/testns/7100/10.1.2.3"
+    );
 }
