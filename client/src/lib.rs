@@ -48,10 +48,7 @@ pub fn resolve_endpoints(
     {
         if let Some(addr) = config.address_of(item) {
             out.push((item.to_string(), addr.to_string()));
-        } else if item
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-        {
+        } else if guessgame_core::rules::split_host_port(item).is_ok() {
             out.push((item.to_string(), item.to_string()));
         } else {
             return Err(ClientError::new(

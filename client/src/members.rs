@@ -133,7 +133,7 @@ impl Client {
         .await;
         let voters = configuration.voters().count();
         Ok(MembersReport {
-            quorum: voters / 2 + 1,
+            quorum: guessgame_core::rules::majority(voters),
             voters,
             nodes: st.nodes,
             configuration,

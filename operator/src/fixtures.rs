@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use guessgame_client::status::NodeStatus;
-use guessgame_client::Zxid;
 use guessgame_client::{ClientError, Configuration, ErrorKind, MemberInfo, Reconfig};
+use guessgame_client::{MemberKind, Zxid};
 use http::{Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
@@ -347,7 +347,11 @@ impl Prober for EnsembleProber {
                         let role = if id == "demo-0" { "leader" } else { "follower" };
                         let mut n = node(id, role, leads.then_some("demo-0"));
                         n.membership = m.kind.clone().into();
-                        n.voters = e.config.iter().filter(|m| m.kind == "voter").count() as u32;
+                        n.voters = e
+                            .config
+                            .iter()
+                            .filter(|m| m.kind == MemberKind::Voter)
+                            .count() as u32;
                         n
                     }
                     None => {

@@ -176,7 +176,7 @@ impl MemberView {
             .map(|t| t.0)
             .max()
             .or_else(|| status.and_then(|s| s.start_time.as_ref()).map(|t| t.0));
-        let node = node.filter(|n| n.role != "unreachable").cloned();
+        let node = node.filter(|n| n.role != Role::Unreachable).cloned();
         let not_answering_since = (running && node.is_none()).then(|| {
             previous
                 .and_then(|p| p.not_answering_since.as_ref())

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use guessgame_client::{ClientError, Reconfig};
+use guessgame_client::{ClientError, MemberKind, Reconfig};
 
 use super::*;
 use crate::fixtures::{guessgame, pod, Ensemble, FakeApi, PodState, StaticProber};
@@ -219,7 +219,7 @@ async fn a_resumed_operator_restores_the_pods_then_promotes_the_learner() {
         &ensemble.state().changes[..],
         [Reconfig::Add { id, .. }] if id == "demo-3"
     ));
-    assert_eq!(ensemble.state().config[3].kind, "voter");
+    assert_eq!(ensemble.state().config[3].kind, MemberKind::Voter);
     // Reverted to 3: demo-3 goes, then its pod.
     let mut back = (*gg).clone();
     back.spec.replicas = 3;
