@@ -16,4 +16,3 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod transport;
-

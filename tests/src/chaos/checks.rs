@@ -18,7 +18,7 @@ pub async fn wait_converged(c: &NetCluster, timeout: Duration) -> anyhow::Result
         let st =
             guessgame_client::status::ensemble_status(&c.endpoints(), Duration::from_millis(500))
                 .await;
-        let first = st.nodes[0].last_committed.clone();
+        let first = st.nodes[0].last_committed;
         if st.leader.is_some()
             && st
                 .nodes
