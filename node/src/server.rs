@@ -2,8 +2,6 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -181,28 +179,22 @@ pub async fn run_with(
 
     // Local nodes stop once removed; the process exits cleanly. A joining node is "not a
     // member" until it is added: it only stops on a removal after it joined.
-    let armed = Arc::new(AtomicBool::new(options.join.is_none()));
+    let (armed_tx, mut armed) = tokio::sync::watch::channel(options.join.is_none());
     let (removed_tx, mut removed_rx) = tokio::sync::watch::channel(false);
     let removal = {
         let view = view.clone();
         let node_id = node_id.clone();
-        let armed = armed.clone();
         let mut standing = standing.clone();
         tokio::spawn(async move {
-            // Removal is waited for only once armed (a joining node is "removed" until it
-            // is added), so the wait is re-checked when the join arms it.
-            loop {
-                if standing.wait_for(|s| s.removed).await.is_err() {
-                    break;
-                }
-                if options.exit_when_removed && armed.load(Ordering::SeqCst) {
-                    let config = view.read().expect("view lock").committed_membership.clone();
-                    tracing::warn!(node = %node_id, %config, "removed from the ensemble; stopping");
-                    let _ = removed_tx.send(true);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            if !options.exit_when_removed || armed.wait_for(|a| *a).await.is_err() {
+                return;
             }
+            if standing.wait_for(|s| s.removed).await.is_err() {
+                return;
+            }
+            let config = view.read().expect("view lock").committed_membership.clone();
+            tracing::warn!(node = %node_id, %config, "removed from the ensemble; stopping");
+            let _ = removed_tx.send(true);
         })
     };
     // A join the ensemble refuses for good (the id is taken at another address, the
@@ -221,7 +213,7 @@ pub async fn run_with(
             node_id.clone(),
             advertise.clone(),
             config.request_timeout(),
-            armed,
+            armed_tx,
             refused_tx.clone(),
         ));
     }
@@ -256,7 +248,7 @@ async fn join(
     node_id: String,
     advertise: String,
     timeout: Duration,
-    joined: Arc<AtomicBool>,
+    joined: tokio::sync::watch::Sender<bool>,
     refused: tokio::sync::watch::Sender<Option<String>>,
 ) {
     use guessgame_wire::proto::{game_client::GameClient, reconfig_request::Change, ErrorKind};
@@ -284,7 +276,7 @@ async fn join(
             Ok(r) => match r.error {
                 None => {
                     tracing::info!(node = %node_id, via = %target, config = ?r.config, "joined the ensemble as a voter");
-                    joined.store(true, Ordering::SeqCst);
+                    joined.send_replace(true);
                     return;
                 }
                 Some(e)
