@@ -203,8 +203,9 @@ pub async fn run_with(
     let shutdown = async move {
         tokio::select! {
             _ = shutdown => {}
-            _ = removed_rx.wait_for(|r| *r) => {}
-            _ = refused_rx.wait_for(|r| r.is_some()) => {}
+            // A wait whose sender is gone (no removal to wait for) never fires.
+            Ok(_) = removed_rx.wait_for(|r| *r) => {}
+            Ok(_) = refused_rx.wait_for(|r| r.is_some()) => {}
         }
     };
     if let Some(target) = options.join.clone() {
@@ -505,9 +506,22 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let local = listener.local_addr().unwrap();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let node = tokio::spawn(run(config, "gg-0".into(), store, listener, async move {
+            // As `guessgame-node` runs a pod: it stays up when removed.
+            let options = NodeOptions {
+                exit_when_removed: false,
+                ..NodeOptions::default()
+            };
+            let stop_signal = async move {
                 let _ = stopped.await;
-            }));
+            };
+            let node = tokio::spawn(run_with(
+                config,
+                "gg-0".into(),
+                options,
+                store,
+                listener,
+                stop_signal,
+            ));
             // Several election rounds, each sending to both unresolvable peers.
             tokio::time::sleep(Duration::from_millis(800)).await;
             assert!(!node.is_finished(), "the node stopped: {:?}", node.await);
