@@ -45,6 +45,15 @@ pub enum Command {
     LinearizableRead {
         reply: oneshot::Sender<ClientResult>,
     },
+    /// The stream `peer` held open to us ended (see [`Event::PeerLost`]).
+    PeerLost {
+        peer: NodeId,
+    },
+    /// Hand leadership over before stopping; `done` fires once this node no longer leads
+    /// (at once when it does not).
+    HandOff {
+        done: oneshot::Sender<()>,
+    },
     Stop,
 }
 
@@ -192,6 +201,7 @@ pub fn spawn(
                 started: Instant::now(),
                 known: HashMap::new(),
                 config_seen: None,
+                handoff: None,
             };
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run(rx)));
             if run.is_err() {
@@ -221,6 +231,8 @@ struct Driver {
     known: HashMap<NodeId, String>,
     /// (configuration in use, committed one) when addresses were last refreshed.
     config_seen: Option<(Zxid, Zxid)>,
+    /// Told once the engine no longer leads, after a [`Command::HandOff`].
+    handoff: Option<oneshot::Sender<()>>,
 }
 
 impl Driver {
@@ -237,6 +249,9 @@ impl Driver {
                 n += 1;
             }
             self.execute(std::mem::take(&mut outputs));
+            if self.handoff.is_some() && self.engine.role() != RoleKind::Leading {
+                let _ = self.handoff.take().map(|done| done.send(()));
+            }
             if stop {
                 break 'turns;
             }
@@ -275,6 +290,11 @@ impl Driver {
                 self.next_req += 1;
                 self.replies.insert(req, reply);
                 Event::LinearizableRead { req }
+            }
+            Command::PeerLost { peer } => Event::PeerLost { peer },
+            Command::HandOff { done } => {
+                self.handoff = Some(done);
+                Event::Shutdown
             }
         };
         outputs.extend(self.engine.step(event));

@@ -12,8 +12,8 @@ use crate::types::{Credentials, NodeId};
 
 impl Engine {
     pub(super) fn tick_looking(&mut self, out: &mut Vec<Output>) {
-        // A removed node is silent: it neither looks for a leader nor stands.
-        if self.removed {
+        // A removed or stopping node is silent: it neither looks for a leader nor stands.
+        if self.removed || self.stopping {
             return;
         }
         let now = self.now;
@@ -93,7 +93,7 @@ impl Engine {
         }
         let candidacy_at = self.candidacy_delay();
         self.role = Role::Looking(LookingState::new(self.now, candidacy_at));
-        if self.removed {
+        if self.removed || self.stopping {
             return;
         }
         self.send_hellos(out);
@@ -115,7 +115,7 @@ impl Engine {
         let Role::Looking(s) = &self.role else {
             return;
         };
-        if self.now < s.candidacy_at || s.joining.is_some() {
+        if (self.now < s.candidacy_at && !self.heard_all_but_gone(s)) || s.joining.is_some() {
             return;
         }
         // Only a voter stands: of the configuration in use, or — while a configuration that
@@ -146,6 +146,20 @@ impl Engine {
             .unwrap_or(0)
             + 1;
         self.stand(epoch, out);
+    }
+
+    /// After a leader is known gone, the gathering window is only there to hear who else is
+    /// looking: once every other voter but that leader has announced itself, nobody is left
+    /// to wait for (safety never rests on the window: acceptors still compare ranks).
+    fn heard_all_but_gone(&self, s: &LookingState) -> bool {
+        let Some((gone, _)) = &self.gone else {
+            return false;
+        };
+        self.log
+            .config()
+            .voters
+            .iter()
+            .all(|m| m.id == self.id || m.id == *gone || s.heard.contains_key(&m.id))
     }
 
     fn stand(&mut self, epoch: u64, out: &mut Vec<Output>) {
@@ -257,6 +271,9 @@ impl Engine {
             // Answer a newcomer at once so both sides learn each other within one trip.
             send(out, &from, self.hello());
         }
+        if self.gone.is_some() {
+            self.maybe_stand(out); // perhaps the last one we were waiting for
+        }
     }
 
     pub(super) fn on_leader_is(&mut self, leader: NodeId, epoch: u64, out: &mut Vec<Output>) {
@@ -265,6 +282,9 @@ impl Engine {
         }
         if !matches!(self.role, Role::Looking(_)) {
             return;
+        }
+        if self.is_gone(&leader, epoch) {
+            return; // a stale pointer: that leader is gone
         }
         if epoch < self.accepted_epoch {
             // We promised a later epoch: tell that leader, it will step down and a new
@@ -333,7 +353,7 @@ impl Engine {
         self.max_seen_epoch = self.max_seen_epoch.max(accepted_epoch);
         match &self.role {
             Role::Candidate(c) if c.epoch == epoch => {
-                if let Some(leader) = leader {
+                if let Some(leader) = leader.filter(|l| !self.is_gone(l, accepted_epoch)) {
                     if leader != self.id {
                         self.become_looking(out);
                         self.on_leader_is(leader, accepted_epoch, out);

@@ -120,10 +120,29 @@ pub enum ClientError {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    Tick { now_ms: u64 },
-    Message { from: NodeId, msg: Message },
-    Propose { req: RequestId, op: ClientOp },
-    LinearizableRead { req: RequestId },
+    Tick {
+        now_ms: u64,
+    },
+    Message {
+        from: NodeId,
+        msg: Message,
+    },
+    Propose {
+        req: RequestId,
+        op: ClientOp,
+    },
+    LinearizableRead {
+        req: RequestId,
+    },
+    /// The connection `peer` held open to us closed: its process is gone (a dead process
+    /// closes its sockets) or the network reset it. A follower of `peer` looks for a new
+    /// leader at once instead of waiting for the election timeout. May be spurious.
+    PeerLost {
+        peer: NodeId,
+    },
+    /// This node is stopping (SIGTERM). A leader stops taking requests, lets the ones in
+    /// flight commit, then hands over ([`Engine::handed_over`]).
+    Shutdown,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -56,6 +56,9 @@ impl Engine {
         // commit point and never receive the new epoch's entries; tests/simulation/regressions.rs:
         // same_leader_in_a_new_epoch_resyncs_its_followers.)
         let same_leadership = self.follows(leader, epoch);
+        if self.gone.as_ref().is_some_and(|(g, _)| g == leader) {
+            self.gone = None; // it was not gone after all (a spurious connection loss)
+        }
         if epoch > self.accepted_epoch {
             self.accepted_epoch = epoch;
             out.push(Output::Persist(StorageOp::SetAcceptedEpoch(epoch)));
@@ -150,9 +153,38 @@ impl Engine {
     pub(super) fn on_step_down(&mut self, from: NodeId, epoch: u64, out: &mut Vec<Output>) {
         if self.follows(&from, epoch) {
             tracing::info!(node = %self.id, leader = %from, "leader left the ensemble; looking");
-            self.departed = Some((from, epoch));
+            self.departed = Some((from.clone(), epoch));
+            self.gone = Some((from, epoch));
             self.become_looking(out);
         }
+    }
+
+    /// The connection `peer` held to us closed. When `peer` is our leader, its process is
+    /// most likely dead: look for a new leader now rather than after the election timeout.
+    /// Safe when spurious: a live leader's next heartbeat makes us follow it again, and a
+    /// node that alone stopped following cannot stand (the others still follow and do not
+    /// look).
+    pub(super) fn on_peer_lost(&mut self, peer: NodeId, out: &mut Vec<Output>) {
+        let epoch = self.accepted_epoch;
+        match &mut self.role {
+            Role::Following(f) if f.leader == peer => {
+                tracing::info!(node = %self.id, leader = %peer, "connection to the leader closed; looking");
+                self.gone = Some((peer, epoch));
+                self.become_looking(out);
+            }
+            Role::Looking(s) if s.joining.as_ref().is_some_and(|(j, _)| *j == peer) => {
+                s.joining = None;
+                self.gone = Some((peer, epoch));
+            }
+            _ => {}
+        }
+    }
+
+    /// `leader` is the leader of `epoch` that we know is gone.
+    pub(super) fn is_gone(&self, leader: &NodeId, epoch: u64) -> bool {
+        self.gone
+            .as_ref()
+            .is_some_and(|(g, e)| g == leader && epoch <= *e)
     }
 
     /// A leader says its committed configuration leaves us out: stop taking part (until a

@@ -34,6 +34,42 @@ impl Engine {
             self.send_heartbeats(out);
         }
         self.progress_reconfig(out);
+        self.maybe_hand_over(out);
+    }
+
+    /// This node is stopping. A leader takes no new requests (they are refused as "not the
+    /// leader": nothing written, the client retries), lets those in flight commit, then
+    /// hands over ([`Engine::maybe_hand_over`]).
+    pub(super) fn on_shutdown(&mut self, out: &mut Vec<Output>) {
+        self.stopping = true;
+        let now = self.now;
+        if let Role::Leading(l) = &mut self.role {
+            tracing::info!(node = %self.id, epoch = l.epoch, "stopping: handing leadership over");
+            l.stopping_since.get_or_insert(now);
+        }
+        self.maybe_hand_over(out);
+    }
+
+    /// A stopping leader steps down once nothing is in flight (or after two heartbeats):
+    /// `StepDown` tells the followers to elect at once — they hold every committed entry,
+    /// and the most up-to-date of them ranks highest — instead of waiting for the election
+    /// timeout, as they would after a crash.
+    pub(super) fn maybe_hand_over(&mut self, out: &mut Vec<Output>) {
+        let Role::Leading(l) = &self.role else {
+            return;
+        };
+        let Some(since) = l.stopping_since else {
+            return;
+        };
+        let drained = l.pending.is_empty() && l.refusals.is_empty() && l.reconfig.is_none();
+        if !drained && self.now.saturating_sub(since) < 2 * self.timing.heartbeat_ms {
+            return;
+        }
+        let epoch = l.epoch;
+        tracing::info!(node = %self.id, epoch, "stepping down before stopping");
+        let to = self.others();
+        send_all(out, to, Message::StepDown { epoch });
+        self.become_looking(out);
     }
 
     pub(super) fn send_heartbeats(&mut self, out: &mut Vec<Output>) {
@@ -101,7 +137,9 @@ impl Engine {
             appended_at_seq: 0,
             reconfig: None,
             followers_for: (self.log.config_zxid(), self.log.committed_membership().0),
+            stopping_since: None,
         }));
+        self.gone = None;
         for (m, summary) in acks {
             if m != self.id && targets.contains(&m) {
                 self.sync_follower(&m, &summary, out);

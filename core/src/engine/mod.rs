@@ -75,6 +75,11 @@ pub struct Engine {
     /// A leader that left the ensemble (`StepDown`) in an epoch: its messages still in
     /// flight must not make us follow it again.
     departed: Option<(NodeId, u64)>,
+    /// The leader of an epoch that we know is gone (it stepped down, or its connection to
+    /// us closed): a looking node does not wait for it, nor follow pointers to it.
+    gone: Option<(NodeId, u64)>,
+    /// Shutting down (`Event::Shutdown`): takes no requests, never stands.
+    stopping: bool,
 }
 
 impl Engine {
@@ -124,6 +129,8 @@ impl Engine {
             removed: false,
             last_resync: 0,
             departed: None,
+            gone: None,
+            stopping: false,
         };
         let candidacy_at = engine.candidacy_delay();
         engine.role = Role::Looking(LookingState::new(0, candidacy_at));
@@ -273,12 +280,24 @@ impl Engine {
                 // Senders outside our configuration are heard too: a leader may have added us
                 // (or itself been added) by an entry we do not hold yet. Each handler decides
                 // what a non-member may do (it is never counted in a quorum).
-                if from != self.id {
+                // A stopping node that no longer leads is as good as gone: silent, so that
+                // its rank cannot hold up the election of its successor.
+                let gone = self.stopping && !matches!(self.role, Role::Leading(_));
+                if from != self.id && !gone {
                     self.on_message(from, msg, &mut out);
                 }
             }
+            Event::Propose { req, .. } | Event::LinearizableRead { req } if self.stopping => {
+                // Nothing written: the client retries on the next leader.
+                out.push(Output::Reply {
+                    req,
+                    result: Err(ClientError::NotLeader { leader: None }),
+                });
+            }
             Event::Propose { req, op } => self.on_propose(req, op, &mut out),
             Event::LinearizableRead { req } => self.on_read(req, &mut out),
+            Event::PeerLost { peer } => self.on_peer_lost(peer, &mut out),
+            Event::Shutdown => self.on_shutdown(&mut out),
         }
         out
     }

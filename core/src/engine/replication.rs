@@ -173,6 +173,7 @@ impl Engine {
         self.answer_reads(out);
         self.refresh_followers(out);
         self.progress_reconfig(out);
+        self.maybe_hand_over(out);
         if self.removed && matches!(self.role, Role::Leading(_)) {
             // The configuration without us committed: hand over at once. Our followers
             // start an election now (they hold every committed entry) instead of waiting

@@ -133,6 +133,9 @@ pub(super) struct LeaderState {
     pub reconfig: Option<PendingReconfig>,
     /// (configuration in use, committed configuration) the follower set was built for.
     pub followers_for: (Zxid, Zxid),
+    /// When this node was told to stop (`Event::Shutdown`): it hands over once the requests
+    /// in flight are answered, or after two heartbeats at most.
+    pub stopping_since: Option<u64>,
 }
 
 impl LeaderState {

@@ -51,15 +51,27 @@ impl Sim {
         }
         if self.every(chaos.crash_every_ms) {
             let i = self.rng.below(n as u64) as usize;
-            if self.nodes[i].up() {
-                if self.rng.chance(0.5) {
+            if self.nodes[i].up() && self.nodes[i].stop_at.is_none() {
+                let kind = self.rng.below(10);
+                if kind < 4 {
                     // Crash while carrying out its next batch.
                     self.nodes[i].crash_armed = true;
-                } else {
+                } else if kind < 7 {
                     self.crash(i);
+                } else {
+                    // SIGTERM: a leader hands over; the process exits soon, handed over or not.
+                    self.stop(i, 400);
                 }
                 let down = self.rng.range(50, 3_000);
                 self.nodes[i].restart_at = Some(self.now + down);
+            }
+        }
+        if n > 1 && self.every(chaos.crash_every_ms.saturating_mul(2)) {
+            // A connection reset between live processes.
+            let to = self.rng.below(n as u64) as usize;
+            let peer = self.rng.below(n as u64) as usize;
+            if to != peer && self.nodes[to].up() {
+                self.peer_lost(to, peer);
             }
         }
         if self.every(chaos.pause_every_ms) {

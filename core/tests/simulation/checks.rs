@@ -335,6 +335,9 @@ impl Sim {
         self.faults = Faults::none();
         self.heal();
         for i in 0..self.n() {
+            if self.nodes[i].stop_at.is_some() {
+                self.crash(i); // a stopping process exits now, and starts again below
+            }
             self.restart(i);
             self.set_frozen(i, false);
             let node = &mut self.nodes[i];

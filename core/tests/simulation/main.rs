@@ -59,7 +59,8 @@
 //!   - `campaign.rs`: the randomized campaigns (`campaign`, `membership_campaign`);
 //!   - `scenarios.rs`: deterministic protocol scenarios, and the harness checking itself;
 //!   - `regressions.rs`: one scenario per engine bug the campaign found;
-//!   - `membership.rs`: growing and shrinking the ensemble, learners, removed nodes.
+//!   - `membership.rs`: growing and shrinking the ensemble, learners, removed nodes;
+//!   - `handover.rs`: a stopping leader handing over, early elections on connection loss.
 
 mod chaos;
 mod checks;
@@ -70,6 +71,7 @@ mod rng;
 mod sim;
 
 mod campaign;
+mod handover;
 mod membership;
 mod regressions;
 mod scenarios;

@@ -2,7 +2,7 @@
 //! pause, clock freeze and drift).
 
 use guessgame_core::game::Game;
-use guessgame_core::{Engine, Member, Membership, NodeId, Persistent, Zxid};
+use guessgame_core::{Engine, Event, Member, Membership, NodeId, Persistent, Zxid};
 
 use crate::sim::{timing, Sim};
 
@@ -37,6 +37,8 @@ pub struct Node {
     /// Crash in the middle of carrying out the next batch.
     pub crash_armed: bool,
     pub restart_at: Option<u64>,
+    /// A stopping node (told `Shutdown`) exits then.
+    pub stop_at: Option<u64>,
     /// Every `TruncateAfter` this node persisted.
     pub truncations: Vec<Zxid>,
     pub applies: usize,
@@ -119,10 +121,56 @@ impl Sim {
         node.engine = None;
         node.incarnation += 1;
         node.crash_armed = false;
+        node.stop_at = None;
         node.paused_until = None;
         node.frozen_clock = false;
         node.unfreeze_at = None;
         self.stats.crashes += 1;
+        // The dead process's connections close: most peers it was connected to notice soon
+        // (one that does not must fall back on the election timeout).
+        for j in 0..self.n() {
+            if j != i
+                && self.nodes[j].up()
+                && self.connected(i, j)
+                && self.rng.chance(self.lost_notice)
+            {
+                let at = self.now + self.rng.range(0, 20);
+                self.lost.push((at, j, i));
+            }
+        }
+    }
+
+    /// `to` learns that `peer`'s connection to it closed (after a crash, or spuriously).
+    pub fn peer_lost(&mut self, to: usize, peer: usize) {
+        if self.trace {
+            eprintln!(
+                "[{:>7}] {} lost its connection from {}",
+                self.now,
+                node_id(to),
+                node_id(peer)
+            );
+        }
+        self.stats.peer_lost += 1;
+        self.deliver(
+            to,
+            Event::PeerLost {
+                peer: node_id(peer),
+            },
+        );
+    }
+
+    /// Graceful stop (SIGTERM): `Shutdown` now, the process exits within `exit_within_ms`
+    /// (perhaps before its leader has handed over).
+    pub fn stop(&mut self, i: usize, exit_within_ms: u64) {
+        if self.trace {
+            eprintln!("[{:>7}] {} STOPS", self.now, node_id(i));
+        }
+        self.stats.stops += 1;
+        self.deliver(i, Event::Shutdown);
+        if self.nodes[i].up() {
+            let at = self.now + self.rng.range(0, exit_within_ms);
+            self.nodes[i].stop_at = Some(at);
+        }
     }
 
     pub fn restart(&mut self, i: usize) {

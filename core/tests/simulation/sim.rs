@@ -74,6 +74,11 @@ pub struct Stats {
     pub reads_ok: u64,
     pub unknown: u64,
     pub reconfigs_ok: u64,
+    /// `PeerLost` events delivered: after a crash (a dead process closes its connections)
+    /// and spurious ones (a reset on a live connection).
+    pub peer_lost: u64,
+    /// Graceful stops (`Shutdown`, then the process exits a little later).
+    pub stops: u64,
 }
 
 pub struct Sim {
@@ -106,6 +111,10 @@ pub struct Sim {
     pub referee: Game,
     /// Invariant 7: the latest configuration in the global committed sequence.
     pub referee_config: Option<Membership>,
+    /// Connection-loss notices due: `(at, to, peer)`: `to` learns `peer`'s connection closed.
+    pub lost: Vec<(u64, usize, usize)>,
+    /// Chance that a peer notices a crashed process's connection close.
+    pub lost_notice: f64,
     pub steps: u64,
     pub next_full_check: u64,
     pub trace: bool,
@@ -158,6 +167,8 @@ impl Sim {
             games: HashMap::new(),
             referee: Game::default(),
             referee_config: None,
+            lost: Vec::new(),
+            lost_notice: 0.9,
             steps: 0,
             next_full_check: 0,
             trace,
@@ -183,6 +194,7 @@ impl Sim {
                 clock_base: (0, 0),
                 crash_armed: false,
                 restart_at: None,
+                stop_at: None,
                 truncations: Vec::new(),
                 applies: 0,
             });
@@ -276,6 +288,9 @@ impl Sim {
                 self.nodes[i].unfreeze_at = None;
                 self.set_frozen(i, false);
             }
+            if self.nodes[i].stop_at.is_some_and(|t| t <= self.now) {
+                self.crash(i); // the stopping process exits
+            }
         }
         // Tick in a random rotation so that no node is always first.
         let n = self.n();
@@ -301,6 +316,16 @@ impl Sim {
             }
             let from = node_id(p.from);
             self.deliver(p.to, Event::Message { from, msg: p.msg });
+        }
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = self.lost.drain(..).partition(|(at, _, _)| *at <= now);
+        self.lost = later;
+        for (at, to, peer) in due {
+            match self.nodes[to].paused_until {
+                // A paused process reads the closed connection once it runs again.
+                Some(until) => self.lost.push((until.max(at), to, peer)),
+                None => self.peer_lost(to, peer),
+            }
         }
         // Full durable-versus-memory comparison once a virtual second (cheap checks run
         // after every event).
@@ -514,7 +539,7 @@ impl Sim {
 pub fn summary(sim: &Sim) -> String {
     let s = &sim.stats;
     format!(
-        "seed {} n={} t={}s epochs={} committed={} writes_ok={} guesses_ok={} reads_ok={} reconfigs_ok={} unknown={} crashes={} partitions={} pauses={} sent={} dropped={} dup={}",
+        "seed {} n={} t={}s epochs={} committed={} writes_ok={} guesses_ok={} reads_ok={} reconfigs_ok={} unknown={} crashes={} stops={} peer_lost={} partitions={} pauses={} sent={} dropped={} dup={}",
         sim.seed,
         sim.n(),
         sim.now / 1000,
@@ -526,6 +551,8 @@ pub fn summary(sim: &Sim) -> String {
         s.reconfigs_ok,
         s.unknown,
         s.crashes,
+        s.stops,
+        s.peer_lost,
         s.partitions,
         s.pauses,
         s.sent,
