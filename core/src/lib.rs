@@ -19,5 +19,5 @@ pub use engine::{
     ClientError, ClientOp, ClientReply, Engine, Event, Output, Persistent, RequestId, RoleKind,
     StorageOp, Timing,
 };
-pub use message::{EpochSummary, Message};
+pub use message::{EpochSummary, GameMove, Message};
 pub use types::{Credentials, Entry, Member, Membership, NodeId, Op, RoundResult, Zxid};

@@ -1,5 +1,6 @@
 //! Messages between ensemble members (ZAB vocabulary where it has a word for it).
 
+use crate::engine::{ClientError, ClientOp, ClientReply};
 use crate::types::{Credentials, Entry, NodeId, Zxid};
 
 /// `(epoch, last counter logged in that epoch)` for every epoch in a log: enough for a
@@ -82,6 +83,52 @@ pub enum Message {
     StepDown {
         epoch: u64,
     },
+    /// A follower hands its leader a client's move (ZooKeeper's followers forward requests
+    /// over the quorum connection too): it rides the peer stream with everything else, so
+    /// a turn's forwarded moves travel in one batch. `req` is the follower's own request id.
+    Forward {
+        req: u64,
+        op: GameMove,
+    },
+    /// The leader's answer to a `Forward`, sent once it is decided (committed, refused).
+    ForwardReply {
+        req: u64,
+        result: Result<ClientReply, ClientError>,
+    },
+}
+
+/// The requests a follower forwards through the protocol: moves of the game. Membership
+/// changes and linearizable reads go to the leader by RPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GameMove {
+    Write { client: String, value: u32 },
+    Guess { client: String, value: u32 },
+}
+
+impl GameMove {
+    /// The move in `op`, if it is one.
+    pub fn of(op: &ClientOp) -> Option<GameMove> {
+        match op {
+            ClientOp::Write { client, value } => Some(GameMove::Write {
+                client: client.clone(),
+                value: *value,
+            }),
+            ClientOp::Guess { client, value } => Some(GameMove::Guess {
+                client: client.clone(),
+                value: *value,
+            }),
+            ClientOp::AddMember { .. } | ClientOp::RemoveMember { .. } => None,
+        }
+    }
+}
+
+impl From<GameMove> for ClientOp {
+    fn from(m: GameMove) -> ClientOp {
+        match m {
+            GameMove::Write { client, value } => ClientOp::Write { client, value },
+            GameMove::Guess { client, value } => ClientOp::Guess { client, value },
+        }
+    }
 }
 
 impl Message {
@@ -101,6 +148,8 @@ impl Message {
             Message::HeartbeatAck { .. } => "heartbeat_ack",
             Message::NotMember { .. } => "not_member",
             Message::StepDown { .. } => "step_down",
+            Message::Forward { .. } => "forward",
+            Message::ForwardReply { .. } => "forward_reply",
         }
     }
 }

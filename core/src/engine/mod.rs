@@ -28,10 +28,12 @@
 //! - `replication.rs`: a leader's per-follower progress, commit counting, catch-up.
 //! - `reconfig.rs`: membership changes, one voter at a time.
 //! - `reads.rs`: linearizable reads (ReadIndex over a heartbeat round).
+//! - `forward.rs`: a follower's client moves forwarded to the leader inside the protocol.
 
 mod election;
 mod events;
 mod follower;
+mod forward;
 mod leader;
 mod log;
 mod messages;
@@ -47,7 +49,7 @@ pub use events::{
 };
 
 use crate::game::Game;
-use crate::message::{EpochSummary, Message};
+use crate::message::{EpochSummary, GameMove, Message};
 use crate::types::{Credentials, Entry, Member, Membership, NodeId, Zxid};
 use log::ReplicatedLog;
 use state::{LookingState, Role};
@@ -80,6 +82,7 @@ pub struct Engine {
     gone: Option<(NodeId, u64)>,
     /// Shutting down (`Event::Shutdown`): takes no requests, never stands.
     stopping: bool,
+    forwarding: forward::Forwarding,
 }
 
 impl Engine {
@@ -131,6 +134,7 @@ impl Engine {
             departed: None,
             gone: None,
             stopping: false,
+            forwarding: Default::default(),
         };
         let candidacy_at = engine.candidacy_delay();
         engine.role = Role::Looking(LookingState::new(0, candidacy_at));
@@ -294,11 +298,23 @@ impl Engine {
                     result: Err(ClientError::NotLeader { leader: None }),
                 });
             }
-            Event::Propose { req, op } => self.on_propose(req, op, &mut out),
+            Event::Propose { req, op } => {
+                let forwarded = match GameMove::of(&op) {
+                    Some(mv) if !matches!(self.role, Role::Leading(_)) => {
+                        self.forward(req, mv, &mut out)
+                    }
+                    _ => false,
+                };
+                if !forwarded {
+                    self.on_propose(req, op, &mut out);
+                }
+            }
             Event::LinearizableRead { req } => self.on_read(req, &mut out),
             Event::PeerLost { peer } => self.on_peer_lost(peer, &mut out),
             Event::Shutdown => self.on_shutdown(&mut out),
         }
+        self.settle_forwards(&mut out);
+        self.route_forwarded_replies(&mut out);
         out
     }
 
@@ -352,6 +368,8 @@ impl Engine {
             } => self.on_heartbeat_ack(from, epoch, seq, last_zxid, out),
             Message::NotMember { epoch, config } => self.on_not_member(from, epoch, config, out),
             Message::StepDown { epoch } => self.on_step_down(from, epoch, out),
+            Message::Forward { req, op } => self.on_forward(from, req, op, out),
+            Message::ForwardReply { req, result } => self.on_forward_reply(from, req, result, out),
         }
     }
 }

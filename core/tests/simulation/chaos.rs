@@ -178,7 +178,7 @@ impl Sim {
     pub fn random_request(&mut self) {
         let n = self.n();
         let target = match self.current_leader() {
-            Some(l) if self.rng.chance(0.75) => l,
+            Some(l) if self.rng.chance(0.6) => l,
             _ => self.rng.below(n as u64) as usize,
         };
         let node = &self.nodes[target];

@@ -60,7 +60,8 @@
 //!   - `scenarios.rs`: deterministic protocol scenarios, and the harness checking itself;
 //!   - `regressions.rs`: one scenario per engine bug the campaign found;
 //!   - `membership.rs`: growing and shrinking the ensemble, learners, removed nodes;
-//!   - `handover.rs`: a stopping leader handing over, early elections on connection loss.
+//!   - `handover.rs`: a stopping leader handing over, early elections on connection loss;
+//!   - `forwarding.rs`: moves sent to followers, forwarded to the leader in the protocol.
 
 mod chaos;
 mod checks;
@@ -71,6 +72,7 @@ mod rng;
 mod sim;
 
 mod campaign;
+mod forwarding;
 mod handover;
 mod membership;
 mod regressions;
