@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use guessgame_core::{
-    ClientOp, ClientReply, Engine, Event, Message, Output, Persistent, Timing, Zxid,
+    ClientOp, ClientReply, Engine, Event, Message, Output, Persistent, StorageOp, Timing, Zxid,
 };
 
 struct Node {
@@ -74,7 +74,31 @@ fn check_send(id: &str, node: &Node, to: &str, msg: &Message) {
     }
 }
 
-/// Carries out `outputs` of `id` in order, checking each revealing output against the store.
+/// A message that leaves before the batch's persists (`Output::SendEarly`): only a leader's
+/// proposals, commits and heartbeats, and the commit point it carries is on the sender's disk
+/// already (a leader counts its own copy only once durable).
+fn check_early_send(id: &str, node: &Node, msg: &Message) {
+    let d = &node.durable;
+    let commit = match msg {
+        Message::Proposal { commit, .. }
+        | Message::Commit { zxid: commit, .. }
+        | Message::Heartbeat { commit, .. } => *commit,
+        other => panic!("{id} sent {} ahead of its persists", other.kind()),
+    };
+    assert!(
+        node.engine.is_established_leader(),
+        "{id} sent {} ahead of its persists without leading",
+        msg.kind()
+    );
+    assert!(
+        durable_has(d, commit),
+        "{id} announced commit point {commit} before persisting it"
+    );
+}
+
+/// Carries out `outputs` of `id` as the runtime does — the early sends not behind a `Send` to
+/// the same peer first, then the rest in order — checking each revealing output against the
+/// store; then tells the engine its log is durable, as the runtime does.
 fn execute(
     id: &str,
     node: &mut Node,
@@ -82,9 +106,30 @@ fn execute(
     net: &mut Net,
     replies: &mut Vec<ClientReply>,
 ) {
+    let mut blocked: Vec<String> = Vec::new();
+    let mut rest = Vec::new();
     for o in outputs {
         match o {
-            Output::Persist(op) => node.durable.apply(&[op]),
+            Output::SendEarly { to, msg } if !blocked.contains(&to) => {
+                check_early_send(id, node, &msg);
+                net.push_back((id.to_string(), to, msg));
+            }
+            Output::SendEarly { to, msg } => rest.push(Output::Send { to, msg }),
+            Output::Send { to, msg } => {
+                blocked.push(to.clone());
+                rest.push(Output::Send { to, msg });
+            }
+            o => rest.push(o),
+        }
+    }
+    let mut log_changed = false;
+    for o in rest {
+        match o {
+            Output::Persist(op) => {
+                log_changed |= matches!(op, StorageOp::Append(_) | StorageOp::TruncateAfter(_));
+                node.durable.apply(&[op])
+            }
+            Output::SendEarly { .. } => unreachable!("sorted above"),
             Output::Send { to, msg } => {
                 check_send(id, node, &to, &msg);
                 net.push_back((id.to_string(), to, msg));
@@ -105,6 +150,10 @@ fn execute(
             }
             Output::Reply { .. } => {}
         }
+    }
+    if log_changed {
+        let out = node.engine.step(Event::Persisted);
+        execute(id, node, out, net, replies);
     }
 }
 
@@ -199,5 +248,63 @@ fn every_ack_reply_and_apply_follows_the_persist_it_depends_on() {
     assert!(
         epochs.iter().all(|e| *e >= 3),
         "leader crashes should have caused elections: {epochs:?}"
+    );
+}
+
+/// A lone voter commits its own entries by itself: its commit must still wait for its own
+/// write, because a learner hears the commit point from it (ahead of that write, as a
+/// `SendEarly`) and would otherwise apply an entry a crash can take back.
+#[test]
+fn a_lone_voter_announces_no_commit_point_it_has_not_persisted() {
+    use guessgame_core::{Member, Membership};
+    let member = |id: &str| Member {
+        id: id.into(),
+        address: String::new(),
+    };
+    let membership = Membership {
+        voters: vec![member("a")],
+        learners: vec![member("b")],
+    };
+    let mut node = Node {
+        engine: Engine::with_membership(
+            "a".into(),
+            membership,
+            Timing::default(),
+            Persistent::default(),
+            3,
+        ),
+        durable: Persistent::default(),
+    };
+    let mut net = Net::new();
+    let mut replies = Vec::new();
+    for now in (0..3_000).step_by(50) {
+        let out = node.engine.step(Event::Tick { now_ms: now });
+        execute("a", &mut node, out, &mut net, &mut replies);
+    }
+    assert!(node.engine.is_established_leader(), "a lone voter leads");
+    // The learner is synced: it answers the leader's sync as a follower would.
+    let info = Message::FollowerInfo {
+        epoch: node.engine.current_epoch(),
+        summary: vec![],
+        last_zxid: Zxid::ZERO,
+    };
+    let out = node.engine.step(Event::Message {
+        from: "b".into(),
+        msg: info,
+    });
+    execute("a", &mut node, out, &mut net, &mut replies);
+    for req in 1..=5 {
+        let op = ClientOp::Write {
+            client: "w".into(),
+            value: req as u32,
+        };
+        let out = node.engine.step(Event::Propose { req, op });
+        execute("a", &mut node, out, &mut net, &mut replies);
+    }
+    assert_eq!(replies.len(), 5, "every write commits on the lone voter");
+    assert!(
+        net.iter()
+            .any(|(_, to, m)| to == "b" && m.kind() == "commit"),
+        "the learner was told the commit points"
     );
 }

@@ -5,8 +5,23 @@
 use guessgame_core::game::GameError;
 use guessgame_core::{
     ClientError, ClientOp, ClientReply, Credentials, Engine, Event, Message, Output, Persistent,
-    Timing, Zxid,
+    StorageOp, Timing, Zxid,
 };
+
+/// Steps `c` as the runtime does: a batch that changed the log is followed by `Persisted`.
+fn step(c: &mut Engine, event: Event) -> Vec<Output> {
+    let mut out = c.step(event);
+    let log_changed = out.iter().any(|o| {
+        matches!(
+            o,
+            Output::Persist(StorageOp::Append(_) | StorageOp::TruncateAfter(_))
+        )
+    });
+    if log_changed {
+        out.extend(step(c, Event::Persisted));
+    }
+    out
+}
 
 fn replies(out: &[Output]) -> Vec<(u64, Result<ClientReply, ClientError>)> {
     out.iter()
@@ -29,34 +44,43 @@ fn leader() -> Engine {
         Persistent::default(),
         1,
     );
-    c.step(Event::Tick { now_ms: 0 });
-    c.step(Event::Message {
-        from: "a".into(),
-        msg: Message::Hello {
-            accepted_epoch: 0,
-            creds: Credentials {
-                last_zxid: Zxid::ZERO,
-                node_id: "a".into(),
+    step(&mut c, Event::Tick { now_ms: 0 });
+    step(
+        &mut c,
+        Event::Message {
+            from: "a".into(),
+            msg: Message::Hello {
+                accepted_epoch: 0,
+                creds: Credentials {
+                    last_zxid: Zxid::ZERO,
+                    node_id: "a".into(),
+                },
             },
         },
-    });
-    c.step(Event::Tick { now_ms: 1000 });
+    );
+    step(&mut c, Event::Tick { now_ms: 1000 });
     let a_accepts = Message::FollowerInfo {
         epoch: 1,
         summary: vec![],
         last_zxid: Zxid::ZERO,
     };
-    c.step(Event::Message {
-        from: "a".into(),
-        msg: a_accepts,
-    });
-    c.step(Event::Message {
-        from: "a".into(),
-        msg: Message::Ack {
-            epoch: 1,
-            zxid: Zxid::new(1, 0),
+    step(
+        &mut c,
+        Event::Message {
+            from: "a".into(),
+            msg: a_accepts,
         },
-    });
+    );
+    step(
+        &mut c,
+        Event::Message {
+            from: "a".into(),
+            msg: Message::Ack {
+                epoch: 1,
+                zxid: Zxid::new(1, 0),
+            },
+        },
+    );
     assert!(c.is_established_leader());
     c
 }
@@ -64,52 +88,67 @@ fn leader() -> Engine {
 #[test]
 fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
     let mut c = leader();
-    c.step(Event::Propose {
-        req: 1,
-        op: ClientOp::Write {
-            client: "w".into(),
-            value: 50,
+    step(
+        &mut c,
+        Event::Propose {
+            req: 1,
+            op: ClientOp::Write {
+                client: "w".into(),
+                value: 50,
+            },
         },
-    });
-    let out = c.step(Event::Message {
-        from: "a".into(),
-        msg: Message::Ack {
-            epoch: 1,
-            zxid: Zxid::new(1, 2),
+    );
+    let out = step(
+        &mut c,
+        Event::Message {
+            from: "a".into(),
+            msg: Message::Ack {
+                epoch: 1,
+                zxid: Zxid::new(1, 2),
+            },
         },
-    });
+    );
     assert!(matches!(
         replies(&out)[..],
         [(1, Ok(ClientReply::Written { .. }))]
     ));
 
-    let out = c.step(Event::Propose {
-        req: 2,
-        op: ClientOp::Guess {
-            client: "x".into(),
-            value: 10,
+    let out = step(
+        &mut c,
+        Event::Propose {
+            req: 2,
+            op: ClientOp::Guess {
+                client: "x".into(),
+                value: 10,
+            },
         },
-    });
+    );
     assert!(replies(&out).is_empty());
-    let out = c.step(Event::Propose {
-        req: 3,
-        op: ClientOp::Guess {
-            client: "x".into(),
-            value: 20,
+    let out = step(
+        &mut c,
+        Event::Propose {
+            req: 3,
+            op: ClientOp::Guess {
+                client: "x".into(),
+                value: 20,
+            },
         },
-    });
+    );
     assert!(
         replies(&out).is_empty(),
         "refused on an uncommitted guess: {out:?}"
     );
 
-    let out = c.step(Event::Message {
-        from: "a".into(),
-        msg: Message::Ack {
-            epoch: 1,
-            zxid: Zxid::new(1, 3),
+    let out = step(
+        &mut c,
+        Event::Message {
+            from: "a".into(),
+            msg: Message::Ack {
+                epoch: 1,
+                zxid: Zxid::new(1, 3),
+            },
         },
-    });
+    );
     let r = replies(&out);
     assert!(
         matches!(r[0], (2, Ok(ClientReply::Guessed { round: 1, .. }))),
@@ -129,13 +168,16 @@ fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
         "{r:?}"
     );
     // With nothing uncommitted, a refusal is immediate.
-    let out = c.step(Event::Propose {
-        req: 4,
-        op: ClientOp::Guess {
-            client: "x".into(),
-            value: 30,
+    let out = step(
+        &mut c,
+        Event::Propose {
+            req: 4,
+            op: ClientOp::Guess {
+                client: "x".into(),
+                value: 30,
+            },
         },
-    });
+    );
     assert!(matches!(
         &replies(&out)[..],
         [(4, Err(ClientError::Game(_)))]
@@ -145,29 +187,38 @@ fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
 #[test]
 fn a_parked_refusal_becomes_retryable_when_leadership_is_lost() {
     let mut c = leader();
-    c.step(Event::Propose {
-        req: 1,
-        op: ClientOp::Write {
-            client: "w".into(),
-            value: 50,
+    step(
+        &mut c,
+        Event::Propose {
+            req: 1,
+            op: ClientOp::Write {
+                client: "w".into(),
+                value: 50,
+            },
         },
-    });
-    c.step(Event::Propose {
-        req: 2,
-        op: ClientOp::Guess {
-            client: "x".into(),
-            value: 10,
+    );
+    step(
+        &mut c,
+        Event::Propose {
+            req: 2,
+            op: ClientOp::Guess {
+                client: "x".into(),
+                value: 10,
+            },
         },
-    });
-    c.step(Event::Propose {
-        req: 3,
-        op: ClientOp::Guess {
-            client: "x".into(),
-            value: 20,
+    );
+    step(
+        &mut c,
+        Event::Propose {
+            req: 3,
+            op: ClientOp::Guess {
+                client: "x".into(),
+                value: 20,
+            },
         },
-    });
+    );
     // Nobody answers for longer than the election timeout: the leader steps down.
-    let out = c.step(Event::Tick { now_ms: 10_000 });
+    let out = step(&mut c, Event::Tick { now_ms: 10_000 });
     let r = replies(&out);
     assert!(
         r.iter()

@@ -1,9 +1,10 @@
 //! Drives one [`Engine`]: feeds it events, carries out its outputs.
 //!
 //! The engine and its storage live on one dedicated thread. Each turn takes every event
-//! that is waiting (up to a bound), steps the engine through all of them, writes all their
-//! persists in **one** SQLite transaction (group commit), and only then sends messages,
-//! applies committed entries and answers clients. A read view ([`NodeView`]) is published
+//! that is waiting (up to a bound), steps the engine through all of them, sends a leader's
+//! proposals (`SendEarly`), writes all the persists in **one** SQLite transaction (group
+//! commit), and only then sends the other messages, applies committed entries and answers
+//! clients; then it tells the engine its log is durable (`Event::Persisted`). A read view ([`NodeView`]) is published
 //! after every turn for the gRPC handlers.
 //!
 //! The messages of a turn are coalesced per peer before they are handed to the transport
@@ -248,7 +249,12 @@ impl Driver {
                 }
                 n += 1;
             }
-            self.execute(std::mem::take(&mut outputs));
+            let mut batch = std::mem::take(&mut outputs);
+            // A batch that changed the log is followed by `Persisted` (a leader counts its
+            // own copy from then on); what that step decides is carried out at once.
+            while self.execute(batch) {
+                batch = self.engine.step(Event::Persisted);
+            }
             if self.handoff.is_some() && self.engine.role() != RoleKind::Leading {
                 let _ = self.handoff.take().map(|done| done.send(()));
             }
@@ -301,11 +307,34 @@ impl Driver {
         false
     }
 
-    fn execute(&mut self, outputs: Vec<Output>) {
+    /// Carries out one batch; true when it changed the log on disk.
+    fn execute(&mut self, outputs: Vec<Output>) -> bool {
         if outputs.is_empty() {
-            return;
+            return false;
         }
-        // 1. Everything durable first, in one transaction.
+        self.refresh_addresses();
+        // 0. A leader's proposals, commits and heartbeats leave before its own write, so
+        //    that the followers' fsyncs overlap ours — each one not behind a plain `Send` to
+        //    the same peer in this batch (a peer's messages stay in order).
+        let mut early = Outbox::default();
+        let mut blocked: Vec<NodeId> = Vec::new();
+        let mut rest = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            match o {
+                Output::SendEarly { to, msg } if !blocked.contains(&to) => early.push(to, msg),
+                Output::SendEarly { to, msg } => rest.push(Output::Send { to, msg }),
+                Output::Send { to, msg } => {
+                    if !blocked.contains(&to) {
+                        blocked.push(to.clone());
+                    }
+                    rest.push(Output::Send { to, msg });
+                }
+                o => rest.push(o),
+            }
+        }
+        early.send(self.transport.as_mut());
+        let outputs = rest;
+        // 1. Everything durable, in one transaction.
         let ops: Vec<StorageOp> = outputs
             .iter()
             .filter_map(|o| match o {
@@ -313,6 +342,9 @@ impl Driver {
                 _ => None,
             })
             .collect();
+        let log_changed = ops
+            .iter()
+            .any(|op| matches!(op, StorageOp::Append(_) | StorageOp::TruncateAfter(_)));
         if let Err(e) = self.store.persist(&ops) {
             // Continuing would acknowledge what is not on disk.
             tracing::error!(node = %self.engine.id(), "storage failed, stopping: {e}");
@@ -328,14 +360,13 @@ impl Driver {
         for o in outputs {
             match o {
                 Output::Persist(_) => {}
-                Output::Send { to, msg } => outbox.push(to, msg),
+                Output::Send { to, msg } | Output::SendEarly { to, msg } => outbox.push(to, msg),
                 Output::Apply(entry) => game
                     .get_or_insert_with(|| (*old_game).clone())
                     .apply(&entry),
                 Output::Reply { req, result } => replies.push((req, result)),
             }
         }
-        self.refresh_addresses();
         outbox.send(self.transport.as_mut());
         let game = game.map(Arc::new).unwrap_or(old_game);
         let mut view = self.view.write().expect("view lock");
@@ -349,6 +380,7 @@ impl Driver {
                 let _ = tx.send(result);
             }
         }
+        log_changed
     }
 }
 
@@ -415,6 +447,8 @@ impl Outbox {
 ///   follower commits right after appending, as it would on the separate Commit.
 /// - Commit + Commit, Ack + later Ack (same epoch): the later one says it all (commit points
 ///   and ACKed zxids only grow; the leader keeps the maximum).
+/// - Heartbeat + later Heartbeat, HeartbeatAck + later HeartbeatAck (same epoch): likewise
+///   (the leader confirms every read whose round is at or below the acknowledged seq).
 fn coalesce(last: &mut Message, next: Message) -> Option<Message> {
     match (last, next) {
         (
@@ -465,6 +499,37 @@ fn coalesce(last: &mut Message, next: Message) -> Option<Message> {
             },
         ) if *epoch == e2 && z2 >= *zxid => {
             *zxid = z2;
+            None
+        }
+        // Linearizable reads each start a heartbeat round; a turn's rounds become one, whose
+        // (highest) seq answers all of them (ReadIndex batching: the reads of a turn share one
+        // quorum round). Its commit point is the later one.
+        (
+            Message::Heartbeat { epoch, commit, seq },
+            Message::Heartbeat {
+                epoch: e2,
+                commit: c2,
+                seq: s2,
+            },
+        ) if *epoch == e2 && s2 >= *seq => {
+            *seq = s2;
+            *commit = (*commit).max(c2);
+            None
+        }
+        (
+            Message::HeartbeatAck {
+                epoch,
+                seq,
+                last_zxid,
+            },
+            Message::HeartbeatAck {
+                epoch: e2,
+                seq: s2,
+                last_zxid: z2,
+            },
+        ) if *epoch == e2 && s2 >= *seq && z2 >= *last_zxid => {
+            *seq = s2;
+            *last_zxid = z2;
             None
         }
         (_, next) => Some(next),
@@ -662,13 +727,24 @@ mod tests {
         let mut net: VecDeque<(String, String, Message)> = VecDeque::new();
         let mut replies = 0;
         let mut req = 0;
-        // One "turn" of a node: its outputs' messages through an outbox.
-        let turn = |from: &str, outputs: Vec<Output>, net: &mut VecDeque<_>, replies: &mut u64| {
+        // One "turn" of a node: its outputs' messages through an outbox, then `Persisted`
+        // when the log changed (as `Driver::run` does).
+        let turn = |from: &str,
+                    e: &mut Engine,
+                    mut outputs: Vec<Output>,
+                    net: &mut VecDeque<_>,
+                    replies: &mut u64| loop {
             let mut outbox = Outbox::default();
+            let mut log_changed = false;
             for o in outputs {
                 match o {
-                    Output::Send { to, msg } => outbox.push(to, msg),
+                    Output::Send { to, msg } | Output::SendEarly { to, msg } => {
+                        outbox.push(to, msg)
+                    }
                     Output::Reply { result: Ok(_), .. } => *replies += 1,
+                    Output::Persist(StorageOp::Append(_) | StorageOp::TruncateAfter(_)) => {
+                        log_changed = true
+                    }
                     _ => {}
                 }
             }
@@ -677,12 +753,16 @@ mod tests {
             for (to, msg) in sent.0 {
                 net.push_back((from.to_string(), to, msg));
             }
+            if !log_changed {
+                break;
+            }
+            outputs = e.step(Event::Persisted);
         };
         for step in 0..600u64 {
             let now = step * 5;
             for (id, e) in engines.iter_mut() {
                 let out = e.step(Event::Tick { now_ms: now });
-                turn(id, out, &mut net, &mut replies);
+                turn(id, e, out, &mut net, &mut replies);
             }
             // Each node takes everything waiting for it in one turn, as the runtime does.
             let waiting: Vec<_> = net.drain(..).collect();
@@ -716,7 +796,8 @@ mod tests {
                         }
                     }
                 }
-                turn(id, outputs, &mut net, &mut replies);
+                let e = engines.get_mut(id).unwrap();
+                turn(id, e, outputs, &mut net, &mut replies);
             }
         }
         assert!(req > 100, "no leader took writes ({req})");

@@ -7,6 +7,8 @@ use crate::proto as pb;
 use guessgame_core::{Credentials, Entry, Member, Membership, Message, Op, RoundResult, Zxid};
 use pb::peer_message::Body;
 
+mod forward;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
     #[error("malformed message: missing {0}")]
@@ -290,6 +292,10 @@ pub fn message_to_pb(m: &Message) -> pb::PeerMessage {
             config: Some(zxid_to_pb(*config)),
         }),
         Message::StepDown { epoch } => Body::StepDown(pb::StepDown { epoch: *epoch }),
+        Message::Forward { req, op } => Body::Forward(forward::forward_to_pb(*req, op)),
+        Message::ForwardReply { req, result } => {
+            Body::ForwardReply(forward::forward_reply_to_pb(*req, result))
+        }
     };
     pb::PeerMessage { body: Some(body) }
 }
@@ -358,6 +364,14 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
             config: zxid_from_pb(n.config),
         },
         Body::StepDown(s) => Message::StepDown { epoch: s.epoch },
+        Body::Forward(f) => {
+            let (req, op) = forward::forward_from_pb(f)?;
+            Message::Forward { req, op }
+        }
+        Body::ForwardReply(r) => {
+            let (req, result) = forward::forward_reply_from_pb(r)?;
+            Message::ForwardReply { req, result }
+        }
     })
 }
 
@@ -428,6 +442,37 @@ mod tests {
                 config: Zxid::new(3, 2),
             },
             Message::StepDown { epoch: 3 },
+            Message::Forward {
+                req: 7,
+                op: guessgame_core::GameMove::Guess {
+                    client: "ann".into(),
+                    value: 41,
+                },
+            },
+            Message::ForwardReply {
+                req: 7,
+                result: Ok(guessgame_core::ClientReply::Written {
+                    zxid: Zxid::new(3, 9),
+                    round: 4,
+                    target: 41,
+                    closed: None,
+                }),
+            },
+            Message::ForwardReply {
+                req: 8,
+                result: Err(guessgame_core::ClientError::Game(
+                    guessgame_core::game::GameError::DuplicateGuess {
+                        client: "ann".into(),
+                        round: 4,
+                    },
+                )),
+            },
+            Message::ForwardReply {
+                req: 9,
+                result: Err(guessgame_core::ClientError::NotLeader {
+                    leader: Some("node2".into()),
+                }),
+            },
         ];
         for m in msgs {
             let bytes = message_to_pb(&m).encode_to_vec();

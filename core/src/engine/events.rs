@@ -141,8 +141,12 @@ pub enum Event {
         peer: NodeId,
     },
     /// This node is stopping (SIGTERM). A leader stops taking requests, lets the ones in
-    /// flight commit, then hands over ([`Engine::handed_over`]).
+    /// flight commit, then hands over (it no longer leads).
     Shutdown,
+    /// Every `Persist` output so far is durable. The runtime steps this after carrying out a
+    /// batch that changed the log; a leader counts its own copy of an entry towards a quorum
+    /// only from then on (so its proposals may leave before its own write: `SendEarly`).
+    Persisted,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +154,16 @@ pub enum Output {
     /// Make durable before anything that follows it leaves the process.
     Persist(StorageOp),
     Send {
+        to: NodeId,
+        msg: Message,
+    },
+    /// Like `Send`, but it may leave **before** the persists of its batch are durable: a
+    /// leader's proposals, commits and heartbeats. None of them claims anything of the leader's
+    /// own durability (a leader counts itself in a quorum only after `Event::Persisted`), so
+    /// the leader's fsync overlaps its followers' (as ZAB and Raft allow). A runtime must keep
+    /// each peer's messages in order: one that follows a `Send` to the same peer in the batch
+    /// waits with it.
+    SendEarly {
         to: NodeId,
         msg: Message,
     },

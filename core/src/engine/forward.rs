@@ -5,8 +5,9 @@
 //! - Follower: a move proposed to a synced follower is forwarded under the request's own id
 //!   and remembered with the leadership it was sent to. The answer is handed out once this
 //!   node has committed the entry too, so the client reads its own write here. When the
-//!   leadership changes first (or no answer comes within two election timeouts) the request
-//!   may or may not have been applied: `OutcomeUnknown`.
+//!   leadership changes first (or no answer comes within an election timeout: the `Forward`
+//!   or its answer was lost) the request may or may not have been applied:
+//!   `OutcomeUnknown`.
 //! - Leader: a forwarded move is proposed like a local one under a surrogate request id; the
 //!   `Reply` the engine makes for it becomes a `ForwardReply` to the follower
 //!   ([`Engine::route_forwarded_replies`], the one place that translates).
@@ -167,7 +168,7 @@ impl Engine {
             _ => None,
         };
         let now = self.now;
-        let patience = 2 * self.timing.election_timeout_ms;
+        let patience = self.timing.election_timeout_ms;
         let f = &mut self.forwarding;
         // Committed on a quorum (the leader said so): once we committed it too, or once we
         // no longer follow (our log will be synced by whoever leads next), it is answered.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::events::{ClientError, ClientOp, ClientReply, Output, RequestId, StorageOp};
 use super::state::{FollowerProgress, LeaderState, Pending, Role};
-use super::{send, send_all, Engine};
+use super::{send, send_all, send_early, Engine};
 use crate::message::{EpochSummary, Message};
 use crate::types::{Entry, NodeId, Op, Zxid};
 
@@ -84,8 +84,9 @@ impl Engine {
             commit,
             seq: l.hb_seq,
         };
-        let to: Vec<NodeId> = l.followers.keys().cloned().collect();
-        send_all(out, to, msg);
+        for to in l.followers.keys() {
+            send_early(out, to, msg.clone());
+        }
     }
 
     /// A quorum accepted `epoch`: write its first entry (NEWLEADER), sync those that
@@ -314,7 +315,7 @@ impl Engine {
                 entries: entries.clone(),
                 commit,
             };
-            send(out, &m, msg);
+            send_early(out, &m, msg);
         }
         zxid
     }

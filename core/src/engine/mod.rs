@@ -83,6 +83,9 @@ pub struct Engine {
     /// Shutting down (`Event::Shutdown`): takes no requests, never stands.
     stopping: bool,
     forwarding: forward::Forwarding,
+    /// The last zxid of our log known to be on disk (`Event::Persisted`): a leader's own vote
+    /// in a commit quorum.
+    durable: Zxid,
 }
 
 impl Engine {
@@ -135,7 +138,9 @@ impl Engine {
             gone: None,
             stopping: false,
             forwarding: Default::default(),
+            durable: Zxid::ZERO,
         };
+        engine.durable = engine.log.last_zxid(); // loaded from disk
         let candidacy_at = engine.candidacy_delay();
         engine.role = Role::Looking(LookingState::new(0, candidacy_at));
         engine
@@ -312,6 +317,10 @@ impl Engine {
             Event::LinearizableRead { req } => self.on_read(req, &mut out),
             Event::PeerLost { peer } => self.on_peer_lost(peer, &mut out),
             Event::Shutdown => self.on_shutdown(&mut out),
+            Event::Persisted => {
+                self.durable = self.log.last_zxid();
+                self.try_commit(&mut out);
+            }
         }
         self.settle_forwards(&mut out);
         self.route_forwarded_replies(&mut out);
@@ -377,6 +386,15 @@ impl Engine {
 /// Queues `msg` for `to`.
 fn send(out: &mut Vec<Output>, to: &NodeId, msg: Message) {
     out.push(Output::Send {
+        to: to.clone(),
+        msg,
+    });
+}
+
+/// Queues `msg` for `to`, allowed to leave before this batch's persists (see
+/// [`Output::SendEarly`]).
+fn send_early(out: &mut Vec<Output>, to: &NodeId, msg: Message) {
+    out.push(Output::SendEarly {
         to: to.clone(),
         msg,
     });

@@ -6,7 +6,7 @@ use super::events::{ClientError, Output};
 use super::messages;
 use super::quorum::quorum_value;
 use super::state::Role;
-use super::{send, send_all, Engine};
+use super::{send, send_all, send_early, Engine};
 use crate::message::{EpochSummary, Message};
 use crate::types::{NodeId, Zxid};
 
@@ -130,7 +130,9 @@ impl Engine {
         // Counted over the voters of the configuration in use, committed or not (the
         // single-server change rule: consecutive configurations share a majority).
         let acked = l.followers.iter().map(|(m, f)| (m, f.acked));
-        let Some(candidate) = quorum_value(self.log.config(), &self.id, acked, last) else {
+        // Our own copy counts once it is on disk: our proposals leave before our write.
+        let mine = last.min(self.durable);
+        let Some(candidate) = quorum_value(self.log.config(), &self.id, acked, mine) else {
             return;
         };
         // Only entries of our own epoch are committed by counting (earlier ones follow).
@@ -168,7 +170,7 @@ impl Engine {
                 epoch,
                 zxid: candidate,
             };
-            send(out, &m, msg);
+            send_early(out, &m, msg);
         }
         self.answer_reads(out);
         self.refresh_followers(out);

@@ -384,27 +384,59 @@ impl Sim {
                 eprintln!("[{now:>7}] {} -> {o:?}", node.id);
             }
         }
-        // 1. Durable first, atomically.
-        let ops: Vec<StorageOp> = outs
+        // 0. Early sends (a leader's proposals, commits, heartbeats) may leave before the
+        //    persists, as the runtime sends them: each one not behind a `Send` to the same
+        //    peer. A crash may come after some of them and before the persist.
+        let mut blocked: Vec<NodeId> = Vec::new();
+        let mut early = Vec::new();
+        let mut rest = Vec::new();
+        for o in outs {
+            match o {
+                Output::SendEarly { to, msg } if !blocked.contains(&to) => early.push((to, msg)),
+                Output::SendEarly { to, msg } => rest.push(Output::Send { to, msg }),
+                Output::Send { to, msg } => {
+                    blocked.push(to.clone());
+                    rest.push(Output::Send { to, msg });
+                }
+                o => rest.push(o),
+            }
+        }
+        let ops: Vec<StorageOp> = rest
             .iter()
             .filter_map(|o| match o {
                 Output::Persist(op) => Some(op.clone()),
                 _ => None,
             })
             .collect();
-        if !ops.is_empty() {
-            node.store.state.apply(&ops);
-        }
-        self.check_node(i, &ops);
-        // 2. Then sends, applies and replies, in order; a crash may cut them short.
-        let visible = outs.len() - ops.len();
-        let crash_after = if self.nodes[i].crash_armed {
-            Some(self.rng.below(visible as u64 + 1) as usize)
+        let visible = rest.len() - ops.len();
+        // Crash points: after k early sends (before the persist), or after the persist and
+        // k of the rest.
+        let crash_at = if self.nodes[i].crash_armed {
+            Some(self.rng.below((early.len() + 1 + visible + 1) as u64) as usize)
         } else {
             None
         };
+        let n_early = early.len();
+        for (k, (to, msg)) in early.into_iter().enumerate() {
+            if crash_at == Some(k) {
+                self.crash(i);
+                return;
+            }
+            self.send(i, &to, msg);
+        }
+        if crash_at == Some(n_early) {
+            self.crash(i);
+            return;
+        }
+        // 1. Durable, atomically.
+        if !ops.is_empty() {
+            self.nodes[i].store.state.apply(&ops);
+        }
+        self.check_node(i, &ops);
+        // 2. Then sends, applies and replies, in order; a crash may cut them short.
+        let crash_after = crash_at.map(|k| k - n_early - 1);
         let mut done = 0;
-        for o in outs {
+        for o in rest {
             if matches!(o, Output::Persist(_)) {
                 continue;
             }
@@ -416,13 +448,17 @@ impl Sim {
                 Output::Send { to, msg } => self.send(i, &to, msg),
                 Output::Apply(entry) => self.on_apply(i, entry),
                 Output::Reply { req, result } => self.on_reply(i, req, result),
-                Output::Persist(_) => unreachable!(),
+                Output::Persist(_) | Output::SendEarly { .. } => unreachable!(),
             }
         }
         if crash_after.is_some() {
             self.crash(i);
             return;
         }
+        // 3. The log is on disk: tell the engine (a leader counts its own copy from now on).
+        let log_changed = ops
+            .iter()
+            .any(|op| matches!(op, StorageOp::Append(_) | StorageOp::TruncateAfter(_)));
         let node = &self.nodes[i];
         let engine = node.engine.as_ref().expect("up");
         if node.applied != *engine.game() || node.applied_len != engine.committed_entries().len() {
@@ -434,6 +470,9 @@ impl Sim {
                 engine.committed_entries().len(),
                 engine.game().applied
             ));
+        }
+        if log_changed {
+            self.deliver(i, Event::Persisted);
         }
     }
 
