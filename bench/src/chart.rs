@@ -1,4 +1,6 @@
-//! The PNG: throughput and p99 latency by client count, one line per system.
+//! The PNG: write throughput and p99 latency by client count (one line per system), read
+//! throughput by client count (one line per system and read kind), and the failover gaps
+//! (SIGKILL and SIGTERM, one pair of bars per system).
 //!
 //! Text is drawn with plotters' `ab_glyph` backend and the DejaVu Sans font embedded in the
 //! binary (`dejavu` crate), so no fontconfig or other system library is needed.
@@ -10,6 +12,8 @@ use anyhow::Context;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
+use crate::failover::StopKind;
+use crate::reads::ReadKind;
 use crate::report::{Report, Status};
 
 const FONT: &str = "sans-serif";
@@ -31,7 +35,24 @@ fn color(system: &str) -> RGBColor {
     }
 }
 
-type Series = (String, Vec<(usize, f64)>);
+/// One line: its legend, colour, whether dashed, and (index of C, value) points.
+struct Series {
+    name: String,
+    color: RGBColor,
+    dashed: bool,
+    pts: Vec<(usize, f64)>,
+}
+
+impl Series {
+    fn of(name: &str, pts: Vec<(usize, f64)>) -> Series {
+        Series {
+            name: name.to_string(),
+            color: color(name),
+            dashed: false,
+            pts,
+        }
+    }
+}
 
 /// One panel: x = index of the client count (evenly spaced, labelled with the count).
 fn panel<DB: DrawingBackend>(
@@ -47,12 +68,12 @@ where
 {
     let max = series
         .iter()
-        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .flat_map(|s| s.pts.iter().map(|p| p.1))
         .fold(0.0f64, f64::max)
         .max(1e-3);
     let min = series
         .iter()
-        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .flat_map(|s| s.pts.iter().map(|p| p.1))
         .filter(|v| *v > 0.0)
         .fold(f64::INFINITY, f64::min);
     let xr = -0.3f64..(clients.len() as f64 - 0.7);
@@ -94,8 +115,8 @@ where
                 .axis_desc_style((FONT, 20))
                 .light_line_style(RGBColor(0xee, 0xee, 0xee))
                 .draw()?;
-            for (k, (name, pts)) in series.iter().enumerate() {
-                let c = color(name);
+            for (k, line) in series.iter().enumerate() {
+                let c = line.color;
                 // Value labels: first system left of its points, the others right, above and
                 // below, so nearby points of different systems keep readable labels.
                 let (dx, dy) = match k % 3 {
@@ -103,13 +124,26 @@ where
                     1 => (10, -22),
                     _ => (10, 6),
                 };
-                let pts: Vec<(f64, f64)> = pts.iter().map(|(i, v)| (*i as f64, *v)).collect();
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), c.stroke_width(3)))?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| {
+                let pts: Vec<(f64, f64)> = line.pts.iter().map(|(i, v)| (*i as f64, *v)).collect();
+                let dashed = line.dashed;
+                let legend = move |(x, y): (i32, i32)| {
+                    if dashed {
+                        PathElement::new(vec![(x, y), (x + 8, y)], c.stroke_width(3))
+                    } else {
                         PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
-                    });
+                    }
+                };
+                if dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(pts.clone(), 10, 6, c.stroke_width(3)))?
+                        .label(line.name.as_str())
+                        .legend(legend);
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(pts.clone(), c.stroke_width(3)))?
+                        .label(line.name.as_str())
+                        .legend(legend);
+                }
                 chart.draw_series(pts.iter().map(|p| Circle::new(*p, 5, c.filled())))?;
                 chart.draw_series(pts.iter().map(|p| {
                     let text = if p.1 >= 100.0 {
@@ -145,36 +179,152 @@ where
     Ok(())
 }
 
+/// Bars of the longest gap between acknowledged writes, per system and signal.
+fn gaps<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    report: &Report,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let stops = [StopKind::Kill, StopKind::Term];
+    let systems: Vec<&crate::report::SystemReport> = report
+        .systems
+        .iter()
+        .filter(|s| matches!(s.status, Status::Ok) && !s.failovers.is_empty())
+        .collect();
+    let max = systems
+        .iter()
+        .flat_map(|s| s.failovers.iter().map(|f| f.longest_gap_s))
+        .fold(0.0f64, f64::max)
+        .max(0.1);
+    let title = "Failover: longest gap between acknowledged writes (s, lower is better)";
+    if systems.is_empty() {
+        area.draw(&Text::new(
+            format!("{title}: no failover case ran"),
+            (40, 40),
+            (FONT, 20).into_font().color(&BLACK),
+        ))?;
+        return Ok(());
+    }
+    let n = systems.len();
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 24).into_font().style(FontStyle::Bold))
+        .margin(18)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..n as f64, 0f64..max * 1.2)?;
+    let names: Vec<String> = systems.iter().map(|s| s.system.clone()).collect();
+    let x_label = |x: &f64| -> String {
+        let i = (x - 0.5).round();
+        if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+            names[i as usize].clone()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n * 2 + 1)
+        .x_label_formatter(&x_label)
+        .y_labels(10)
+        .y_desc("seconds without any acknowledged write")
+        .label_style((FONT, 18))
+        .axis_desc_style((FONT, 20))
+        .light_line_style(RGBColor(0xee, 0xee, 0xee))
+        .draw()?;
+    for (k, stop) in stops.iter().enumerate() {
+        let mut bars = Vec::new();
+        let mut labels = Vec::new();
+        for (i, sys) in systems.iter().enumerate() {
+            let Some(f) = sys.failovers.iter().find(|f| f.stop == *stop) else {
+                continue;
+            };
+            let c = color(&sys.system);
+            let x0 = i as f64 + 0.12 + k as f64 * 0.38;
+            let x1 = x0 + 0.36;
+            let style = if *stop == StopKind::Kill {
+                c.filled()
+            } else {
+                c.mix(0.45).filled()
+            };
+            bars.push(Rectangle::new([(x0, 0.0), (x1, f.longest_gap_s)], style));
+            labels.push(
+                EmptyElement::at((x0, f.longest_gap_s))
+                    + Text::new(
+                        format!("{} {:.2}", stop.signal(), f.longest_gap_s),
+                        (0, -20),
+                        (FONT, 15).into_font().color(&c),
+                    ),
+            );
+        }
+        chart.draw_series(bars)?;
+        chart.draw_series(labels)?;
+    }
+    Ok(())
+}
+
 pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
     register_fonts();
     let clients = report.settings.clients.clone();
+    let idx = |c: usize| clients.iter().position(|x| *x == c);
     let mut tput: Vec<Series> = Vec::new();
     let mut p99: Vec<Series> = Vec::new();
+    let mut reads: Vec<Series> = Vec::new();
     for sys in &report.systems {
-        if !matches!(sys.status, Status::Ok) || sys.runs.is_empty() {
+        if !matches!(sys.status, Status::Ok) {
             continue;
         }
-        let idx = |c: usize| clients.iter().position(|x| *x == c);
-        tput.push((
-            sys.system.clone(),
-            sys.runs
+        if !sys.runs.is_empty() {
+            tput.push(Series::of(
+                &sys.system,
+                sys.runs
+                    .iter()
+                    .filter_map(|r| Some((idx(r.clients)?, r.ops_per_sec)))
+                    .collect(),
+            ));
+            p99.push(Series::of(
+                &sys.system,
+                sys.runs
+                    .iter()
+                    .filter_map(|r| Some((idx(r.clients)?, r.p99_ms)))
+                    .collect(),
+            ));
+        }
+        for kind in [ReadKind::Local, ReadKind::Linearizable] {
+            let pts: Vec<(usize, f64)> = sys
+                .reads
                 .iter()
-                .filter_map(|r| Some((idx(r.clients)?, r.ops_per_sec)))
-                .collect(),
-        ));
-        p99.push((
-            sys.system.clone(),
-            sys.runs
-                .iter()
-                .filter_map(|r| Some((idx(r.clients)?, r.p99_ms)))
-                .collect(),
-        ));
+                .filter(|r| r.kind == kind)
+                .filter_map(|r| Some((idx(r.run.clients)?, r.run.ops_per_sec)))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            let what = if kind == ReadKind::Linearizable
+                && !crate::reads::is_linearizable(&sys.system, kind)
+            {
+                "sync+read (not linearizable)"
+            } else {
+                kind.label()
+            };
+            reads.push(Series {
+                name: format!("{} {what}", sys.system),
+                color: color(&sys.system),
+                dashed: kind == ReadKind::Linearizable,
+                pts,
+            });
+        }
     }
-    let root = BitMapBackend::new(path, (1600, 700)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1600, 1400)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut subtitle = format!(
-        "{} members each on loopback, closed-loop clients, {:.0} s per point, {} cores",
-        report.settings.members, report.settings.window_s, report.machine.cores
+        "{} members each on loopback, closed-loop clients, {:.0} s per write point, {:.0} s per read point, {} cores",
+        report.settings.members,
+        report.settings.window_s,
+        report.settings.read_window_s,
+        report.machine.cores
     );
     if let Some(f) = &report.fsync {
         subtitle.push_str(&format!("; fsync floor p50 {:.3} ms", f.p50_ms));
@@ -194,10 +344,11 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
         (20, 20),
         (FONT, 20).into_font().color(&BLACK),
     ))?;
-    let (left, right) = body.split_horizontally(800);
+    let (upper, lower) = body.split_vertically(670);
+    let (left, right) = upper.split_horizontally(800);
     panel(
         &left,
-        "Throughput (ops/s, higher is better)",
+        "Write throughput (ops/s, higher is better)",
         "acknowledged writes per second",
         &clients,
         &tput,
@@ -205,12 +356,22 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
     )?;
     panel(
         &right,
-        "p99 latency (ms, log scale, lower is better)",
+        "Write p99 latency (ms, log scale, lower is better)",
         "p99 write latency, ms",
         &clients,
         &p99,
         true,
     )?;
+    let (left, right) = lower.split_horizontally(800);
+    panel(
+        &left,
+        "Read throughput (ops/s; dashed: linearizable)",
+        "reads answered per second",
+        &clients,
+        &reads,
+        false,
+    )?;
+    gaps(&right, report)?;
     root.present()
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())

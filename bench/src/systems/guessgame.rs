@@ -14,9 +14,10 @@ use guessgame_client::Client;
 use guessgame_core::Op;
 use guessgame_node::storage::{LogStore, SqliteLog};
 
-use super::{Ensemble, Verification, Writer};
+use super::{signal, Ensemble, Reader, Verification, Writer};
+use crate::reads::ReadKind;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This crate's version and the build of the node binary the bench found.
 pub fn version() -> String {
@@ -42,12 +43,41 @@ pub struct Guessgame {
 }
 
 pub struct GgWriter {
-    client: Client,
+    pub(crate) client: Client,
+    /// Prefix of the client ids this writer guesses under.
+    pub(crate) prefix: String,
 }
 
+/// Client-id prefix of the ensembles the bench starts (fresh, so ids cannot collide).
+const PREFIX: &str = "b";
+
 /// The id and value of op `op`.
-fn op_id(op: u64) -> (String, u32) {
-    (format!("b{op}"), (op % 101) as u32)
+fn op_id(prefix: &str, op: u64) -> (String, u32) {
+    (format!("{prefix}{op}"), (op % 101) as u32)
+}
+
+pub struct GgReader {
+    pub(crate) client: Client,
+    pub(crate) linearizable: bool,
+}
+
+impl Reader for GgReader {
+    async fn read(&mut self) -> anyhow::Result<()> {
+        self.client.read(self.linearizable).await?;
+        Ok(())
+    }
+}
+
+/// What one guessgame read is.
+pub(crate) fn read_op(kind: ReadKind) -> String {
+    match kind {
+        ReadKind::Local => {
+            "Read(linearizable=false): the game state as the member asked has applied it".into()
+        }
+        ReadKind::Linearizable => {
+            "Read(linearizable=true): confirmed by the leader with a quorum round".into()
+        }
+    }
 }
 
 /// Writes (closes the round, opens the next) every this many ops.
@@ -55,7 +85,7 @@ const WRITE_EVERY: u64 = 100;
 
 impl Writer for GgWriter {
     async fn write(&mut self, op: u64) -> anyhow::Result<()> {
-        let (id, value) = op_id(op);
+        let (id, value) = op_id(&self.prefix, op);
         if op.is_multiple_of(WRITE_EVERY) {
             self.client.write(&id, value).await?;
         } else {
@@ -87,6 +117,7 @@ impl Guessgame {
 
 impl Ensemble for Guessgame {
     type W = GgWriter;
+    type R = GgReader;
 
     fn member_name(&self, m: usize) -> String {
         self.ids[m].clone()
@@ -101,7 +132,21 @@ impl Ensemble for Guessgame {
         }
         Ok(GgWriter {
             client: Client::new(&eps, REQUEST_TIMEOUT)?,
+            prefix: PREFIX.into(),
         })
+    }
+
+    async fn reader(&self, client: usize, kind: ReadKind) -> anyhow::Result<GgReader> {
+        let eps = self.cluster.endpoints();
+        let ep = eps[client % eps.len()].clone();
+        Ok(GgReader {
+            client: Client::new(&[ep], REQUEST_TIMEOUT)?,
+            linearizable: kind == ReadKind::Linearizable,
+        })
+    }
+
+    fn read_op(&self, kind: ReadKind) -> String {
+        read_op(kind)
     }
 
     async fn leader(&self) -> anyhow::Result<usize> {
@@ -116,6 +161,32 @@ impl Ensemble for Guessgame {
     fn kill(&mut self, m: usize) -> anyhow::Result<()> {
         let id = self.ids[m].clone();
         self.cluster.kill(&id)
+    }
+
+    fn terminate(&mut self, m: usize) -> anyhow::Result<()> {
+        let id = &self.ids[m];
+        let pid = self
+            .cluster
+            .pid(id)
+            .with_context(|| format!("{id} is not running"))?;
+        signal(pid, "TERM")
+    }
+
+    fn running(&mut self, m: usize) -> bool {
+        let id = self.ids[m].clone();
+        self.cluster.is_running(&id)
+    }
+
+    fn pids(&mut self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for id in self.ids.clone() {
+            if self.cluster.is_running(&id) {
+                if let Some(pid) = self.cluster.pid(&id) {
+                    out.push((id, pid));
+                }
+            }
+        }
+        out
     }
 
     /// Every acknowledged op must be in the committed log of the new leader: after one more
@@ -167,7 +238,7 @@ impl Ensemble for Guessgame {
         for ops in acked {
             for op in ops {
                 v.checked += 1;
-                if !committed.contains(&op_id(*op).0) {
+                if !committed.contains(&op_id(PREFIX, *op).0) {
                     v.lost += 1;
                 }
             }

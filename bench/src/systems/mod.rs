@@ -1,7 +1,9 @@
-//! The three systems under test behind one interface: start a 5-member ensemble, make
-//! clients, find and kill the leader, read back what was acknowledged.
+//! The systems under test behind one interface: start a 5-member ensemble, make writers and
+//! readers, find the leader and kill or stop it, read back what was acknowledged, and name
+//! the server processes (for their memory and CPU figures).
 
 pub mod etcd;
+pub mod external;
 pub mod guessgame;
 pub mod zookeeper;
 
@@ -14,11 +16,18 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::reads::ReadKind;
+
 /// One client of a system: its own connection(s), one write at a time (closed loop).
 pub(crate) trait Writer: Send + 'static {
     /// One durable write. `op` is unique in the whole run and grows with every call of a
     /// client, so it doubles as the value written (for the read-back after failover).
     fn write(&mut self, op: u64) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// One reading client: its own connection to one member, one read at a time.
+pub(crate) trait Reader: Send + 'static {
+    fn read(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// What the read-back after the failover found.
@@ -35,6 +44,7 @@ pub struct Verification {
 /// A running ensemble.
 pub(crate) trait Ensemble {
     type W: Writer;
+    type R: Reader;
 
     /// Label of member `m` (for the report).
     fn member_name(&self, m: usize) -> String;
@@ -43,11 +53,32 @@ pub(crate) trait Ensemble {
     /// only; with `failover` it gets the whole endpoint list (starting at that member).
     async fn writer(&self, client: usize, failover: bool) -> anyhow::Result<Self::W>;
 
+    /// A reading client with its own connection to member `client % size`.
+    async fn reader(&self, client: usize, kind: ReadKind) -> anyhow::Result<Self::R>;
+
+    /// What one read of `kind` is, for the report.
+    fn read_op(&self, kind: ReadKind) -> String;
+
+    /// Whether the bench started this ensemble (so it may stop members and read their
+    /// processes' figures).
+    fn owned(&self) -> bool {
+        true
+    }
+
     /// The current leader (index of the member).
     async fn leader(&self) -> anyhow::Result<usize>;
 
     /// SIGKILL member `m`.
     fn kill(&mut self, m: usize) -> anyhow::Result<()>;
+
+    /// SIGTERM member `m` and return at once: it shuts down in its own time.
+    fn terminate(&mut self, m: usize) -> anyhow::Result<()>;
+
+    /// Whether member `m`'s process is still running.
+    fn running(&mut self, m: usize) -> bool;
+
+    /// `(member, pid)` of the running server processes the bench started.
+    fn pids(&mut self) -> Vec<(String, u32)>;
 
     /// Reads back what the failover clients saw acknowledged: `acked[i]` holds the ops
     /// failover client `i` got an acknowledgement for, in order. May stop the ensemble.
@@ -64,7 +95,10 @@ pub(crate) struct Proc {
 
 impl Proc {
     pub fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Proc> {
-        let file = std::fs::File::create(log)?;
+        let file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone()?))
@@ -81,6 +115,21 @@ impl Proc {
         }
     }
 
+    /// The process id while it runs.
+    pub fn pid(&mut self) -> Option<u32> {
+        if self.alive() {
+            self.child.as_ref().map(Child::id)
+        } else {
+            None
+        }
+    }
+
+    /// SIGTERM, without waiting (the child is reaped later by `alive` or `kill`).
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        let pid = self.pid().context("the process is not running")?;
+        signal(pid, "TERM")
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -93,6 +142,18 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `kill -<sig> <pid>` (the bench links no libc binding of its own).
+pub(crate) fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .context("running kill")?
+        .success();
+    anyhow::ensure!(ok, "kill -{sig} {pid} failed");
+    Ok(())
 }
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`.

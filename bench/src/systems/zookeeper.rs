@@ -12,7 +12,11 @@ use anyhow::{bail, Context};
 use guessgame_client::cluster::free_ports;
 use zookeeper_client as zk;
 
-use super::{log_tail, port_open, value_of, Ensemble, Proc, Verification, Writer};
+use super::{log_tail, port_open, value_of, Ensemble, Proc, Reader, Verification, Writer};
+use crate::reads::ReadKind;
+
+/// Budget of one request of the read-back after the failover.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const JAR: &str = "/usr/share/java/zookeeper.jar";
 /// A logging backend for slf4j (from `libslf4j-java`, a dependency of `zookeeper`).
@@ -62,6 +66,26 @@ impl Writer for ZkWriter {
     }
 }
 
+pub struct ZkReader {
+    client: zk::Client,
+    path: String,
+    sync: bool,
+}
+
+impl Reader for ZkReader {
+    /// `getData`; for the "linearizable" kind after a `sync` of the same path. ZooKeeper's
+    /// sync + read is not linearizable (the sync flushes the channel from the leader to the
+    /// member, but no quorum confirms that leader, and the member serves the read), so the
+    /// report says so.
+    async fn read(&mut self) -> anyhow::Result<()> {
+        if self.sync {
+            self.client.sync(&self.path).await?;
+        }
+        self.client.get_data(&self.path).await?;
+        Ok(())
+    }
+}
+
 /// ZooKeeper's `srvr` four-letter command; `None` when the member does not answer.
 fn srvr(port: u16) -> Option<String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -81,6 +105,46 @@ fn mode(port: u16) -> Option<String> {
 
 fn path_of(client: usize, failover: bool) -> String {
     format!("/bench/{}{client}", if failover { "f" } else { "c" })
+}
+
+/// Creates `path` holding a 16-byte value, unless it exists.
+async fn ensure_znode(c: &zk::Client, path: &str) -> anyhow::Result<()> {
+    match c
+        .create(
+            path,
+            value_of(0).as_bytes(),
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+    {
+        Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {path}")),
+    }
+}
+
+/// The value of `path` after a `sync`, retried through connection losses (the survivors may
+/// still be electing a leader).
+async fn read_back(c: &zk::Client, path: &str) -> anyhow::Result<u64> {
+    let mut last = None;
+    for _ in 0..20 {
+        let r = tokio::time::timeout(VERIFY_TIMEOUT, async {
+            c.sync(path).await?;
+            c.get_data(path).await
+        })
+        .await;
+        match r {
+            Ok(Ok((data, _))) => {
+                return Ok(String::from_utf8_lossy(&data).trim().parse().unwrap_or(0));
+            }
+            Ok(Err(e)) => last = Some(e.to_string()),
+            Err(_) => last = Some(format!("no answer within {VERIFY_TIMEOUT:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!(
+        "reading back {path}: {}",
+        last.unwrap_or_else(|| "no attempt".into())
+    )
 }
 
 impl Zookeeper {
@@ -208,6 +272,7 @@ impl Zookeeper {
 
 impl Ensemble for Zookeeper {
     type W = ZkWriter;
+    type R = ZkReader;
 
     fn member_name(&self, m: usize) -> String {
         format!("zk{}", m + 1)
@@ -219,21 +284,32 @@ impl Ensemble for Zookeeper {
             .connect(&self.connect_string(client % n, failover))
             .await?;
         let path = path_of(client, failover);
-        match client_conn
-            .create(
-                &path,
-                value_of(0).as_bytes(),
-                &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
-            )
-            .await
-        {
-            Ok(_) | Err(zk::Error::NodeExists) => {}
-            Err(e) => return Err(e).with_context(|| format!("creating {path}")),
-        }
+        ensure_znode(&client_conn, &path).await?;
         Ok(ZkWriter {
             client: client_conn,
             path,
         })
+    }
+
+    async fn reader(&self, client: usize, kind: ReadKind) -> anyhow::Result<ZkReader> {
+        let n = self.procs.len();
+        let c = self
+            .connect(&self.connect_string(client % n, false))
+            .await?;
+        let path = format!("/bench/r{client}");
+        ensure_znode(&c, &path).await?;
+        Ok(ZkReader {
+            client: c,
+            path,
+            sync: kind == ReadKind::Linearizable,
+        })
+    }
+
+    fn read_op(&self, kind: ReadKind) -> String {
+        match kind {
+            ReadKind::Local => "getData of a 16-byte znode, served by the member connected to".into(),
+            ReadKind::Linearizable => "sync + getData of the same znode: NOT linearizable (the sync only flushes the leader-to-member channel; no quorum confirms the leader, and the member serves the read)".into(),
+        }
     }
 
     async fn leader(&self) -> anyhow::Result<usize> {
@@ -250,6 +326,25 @@ impl Ensemble for Zookeeper {
         Ok(())
     }
 
+    fn terminate(&mut self, m: usize) -> anyhow::Result<()> {
+        self.procs[m].terminate()
+    }
+
+    fn running(&mut self, m: usize) -> bool {
+        self.procs[m].alive()
+    }
+
+    /// The JVMs (`java` runs QuorumPeerMain in the process the bench spawned).
+    fn pids(&mut self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for (k, p) in self.procs.iter_mut().enumerate() {
+            if let Some(pid) = p.pid() {
+                out.push((format!("zk{}", k + 1), pid));
+            }
+        }
+        out
+    }
+
     /// Each failover client's znode must hold its last acknowledged value or a later one
     /// (`sync`, then `getData`, through the survivors).
     async fn verify(&mut self, acked: &[Vec<u64>]) -> anyhow::Result<Verification> {
@@ -261,17 +356,21 @@ impl Ensemble for Zookeeper {
             .map(|k| format!("127.0.0.1:{}", self.client_ports[*k]))
             .collect::<Vec<_>>()
             .join(",");
-        let c = self.connect(&cs).await?;
+        let mut c = self.connect(&cs).await;
+        for _ in 0..3 {
+            if c.is_ok() {
+                break;
+            }
+            c = self.connect(&cs).await;
+        }
+        let c = c.context("connecting to the survivors for the read-back")?;
         let mut v = Verification {
             method: "sync + getData of each failover client's znode: value >= its last acknowledged setData".into(),
             ..Default::default()
         };
         for (i, ops) in acked.iter().enumerate() {
             let Some(last) = ops.last() else { continue };
-            let path = path_of(i, true);
-            c.sync(&path).await?;
-            let (data, _) = c.get_data(&path).await?;
-            let found: u64 = String::from_utf8_lossy(&data).trim().parse().unwrap_or(0);
+            let found = read_back(&c, &path_of(i, true)).await?;
             v.checked += 1;
             if found < *last {
                 v.lost += 1;
