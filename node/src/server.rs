@@ -220,6 +220,9 @@ pub async fn run_with(
     }
 
     let services = NodeServices::new(config.clone(), commands.clone(), view);
+    // Inbound peer streams last until their sender stops: end them when shutdown begins,
+    // or the graceful shutdown would wait for them.
+    let shutdown = services.closing_peer_streams_on(shutdown);
     let local = listener.local_addr()?;
     tracing::info!(node = %node_id, %local, "serving");
     let result = tonic::transport::Server::builder()

@@ -38,6 +38,8 @@ struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     view: SharedView,
     leaders: Mutex<HashMap<NodeId, GameClient<Channel>>>,
+    /// Set once the server shuts down: inbound peer streams end.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> pb::Error {
@@ -71,6 +73,7 @@ impl NodeServices {
                 commands,
                 view,
                 leaders: Mutex::new(HashMap::new()),
+                closing: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -566,6 +569,79 @@ pub fn check_member(m: &pb::Member) -> Result<(), String> {
     Ok(())
 }
 
+/// Who sent a peer batch (a `Deliver` call, or the first batch of a stream), checked.
+struct PeerSender {
+    from: NodeId,
+    /// Where it says it is reached, if it said.
+    from_address: Option<String>,
+}
+
+/// Peer traffic: the checks `Deliver` and `Stream` share, and the end of streams at shutdown.
+impl NodeServices {
+    /// Wraps the server's shutdown signal: once `shutdown` completes, inbound peer streams
+    /// end (without reporting their senders lost), so the server's graceful shutdown, which
+    /// waits for every call in flight, does not wait for them forever.
+    pub fn closing_peer_streams_on(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            shutdown.await;
+            inner.closing.send_replace(true);
+        }
+    }
+
+    fn check_sender(&self, from: &str, from_address: &str) -> Result<PeerSender, Status> {
+        // A sender in no configuration we know must say where it is reached (a leader that
+        // added us, or a member added by an entry we do not hold yet); anything else is
+        // not a peer.
+        let known = self.inner.config.address_of(from).is_some()
+            || self
+                .inner
+                .view
+                .read()
+                .expect("view lock")
+                .address_of(from)
+                .is_some();
+        let from_address = (!from_address.is_empty()).then(|| from_address.to_string());
+        if !known && from_address.is_none() {
+            return Err(Status::permission_denied(format!(
+                "{from:?} is not a member of this ensemble"
+            )));
+        }
+        if check_member_id(from).is_err() {
+            return Err(Status::invalid_argument(
+                "a batch without a valid sender id",
+            ));
+        }
+        Ok(PeerSender {
+            from: from.to_string(),
+            from_address,
+        })
+    }
+
+    /// Hands a batch to the engine, in order: all of it, or nothing when a message does not
+    /// decode.
+    fn hand_over(&self, sender: &PeerSender, messages: Vec<pb::PeerMessage>) -> Result<(), Status> {
+        let mut msgs = Vec::with_capacity(messages.len());
+        for m in messages {
+            msgs.push(message_from_pb(m).map_err(|e| Status::invalid_argument(e.to_string()))?);
+        }
+        for msg in msgs {
+            self.inner
+                .commands
+                .send(Command::Peer {
+                    from: sender.from.clone(),
+                    from_address: sender.from_address.clone(),
+                    msg,
+                })
+                .map_err(|_| Status::unavailable("node is shutting down"))?;
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl pb::peer_server::Peer for NodeServices {
     async fn deliver(
@@ -573,43 +649,59 @@ impl pb::peer_server::Peer for NodeServices {
         req: Request<pb::PeerBatch>,
     ) -> Result<Response<pb::DeliverAck>, Status> {
         let batch = req.into_inner();
-        // A sender in no configuration we know must say where it is reached (a leader that
-        // added us, or a member added by an entry we do not hold yet); anything else is
-        // not a peer.
-        let known = self.inner.config.address_of(&batch.from).is_some()
-            || self
-                .inner
-                .view
-                .read()
-                .expect("view lock")
-                .address_of(&batch.from)
-                .is_some();
-        let from_address = (!batch.from_address.is_empty()).then(|| batch.from_address.clone());
-        if !known && from_address.is_none() {
-            return Err(Status::permission_denied(format!(
-                "{:?} is not a member of this ensemble",
-                batch.from
-            )));
-        }
-        if check_member_id(&batch.from).is_err() {
-            return Err(Status::invalid_argument(
-                "a batch without a valid sender id",
-            ));
-        }
-        let mut msgs = Vec::with_capacity(batch.messages.len());
-        for m in batch.messages {
-            msgs.push(message_from_pb(m).map_err(|e| Status::invalid_argument(e.to_string()))?);
-        }
-        for msg in msgs {
-            self.inner
-                .commands
-                .send(Command::Peer {
-                    from: batch.from.clone(),
-                    from_address: from_address.clone(),
-                    msg,
-                })
-                .map_err(|_| Status::unavailable("node is shutting down"))?;
-        }
+        let sender = self.check_sender(&batch.from, &batch.from_address)?;
+        self.hand_over(&sender, batch.messages)?;
         Ok(Response::new(pb::DeliverAck {}))
+    }
+
+    /// A member's long-lived stream. When it ends — EOF, or an error such as the connection
+    /// reset a killed process leaves — the engine hears `PeerLost` for its sender, unless
+    /// this node is shutting down. A batch refused ends the stream with its status, and no
+    /// `PeerLost` (the sender is there; it will open a new stream).
+    async fn stream(
+        &self,
+        req: Request<tonic::Streaming<pb::PeerBatch>>,
+    ) -> Result<Response<pb::DeliverAck>, Status> {
+        let mut batches = req.into_inner();
+        let mut closing = self.inner.closing.subscribe();
+        let mut sender: Option<PeerSender> = None;
+        let end = loop {
+            let next = tokio::select! {
+                biased;
+                _ = closing.wait_for(|c| *c) => {
+                    return Err(Status::unavailable("node is shutting down"));
+                }
+                _ = self.inner.commands.closed() => {
+                    return Err(Status::unavailable("node is shutting down"));
+                }
+                next = batches.message() => next,
+            };
+            match next {
+                Ok(Some(batch)) => {
+                    let s = match &sender {
+                        Some(s) => {
+                            if !batch.from.is_empty() && batch.from != s.from {
+                                return Err(Status::invalid_argument(format!(
+                                    "a stream from {:?} carried a batch from {:?}",
+                                    s.from, batch.from
+                                )));
+                            }
+                            s
+                        }
+                        None => sender.insert(self.check_sender(&batch.from, &batch.from_address)?),
+                    };
+                    self.hand_over(s, batch.messages)?;
+                }
+                Ok(None) => break Ok(Response::new(pb::DeliverAck {})),
+                Err(status) => break Err(status),
+            }
+        };
+        if let Some(s) = sender {
+            if !*closing.borrow() {
+                tracing::debug!(peer = %s.from, ended = ?end.as_ref().err().map(|e| e.code()), "peer stream ended");
+                let _ = self.inner.commands.send(Command::PeerLost { peer: s.from });
+            }
+        }
+        end
     }
 }

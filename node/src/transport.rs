@@ -1,23 +1,39 @@
-//! Outgoing peer traffic: one queue and one sending task per peer.
+//! Outgoing peer traffic: one queue, one sending task and one long-lived `Peer.Stream` call
+//! per peer.
 //!
-//! Messages are batched: whatever queued up while the previous `Deliver` call was in flight
-//! goes in the next one. Delivery is best effort — a batch that fails is dropped, and the
-//! protocol recovers (resync, retransmission on ticks). The queue is bounded so a dead peer
-//! cannot eat the memory.
+//! The task pushes batches into the stream: whatever queued up while the stream was busy
+//! goes in the next batch (up to [`MAX_BATCH`] messages). Delivery is best effort — when the
+//! stream fails, what was in flight and what piled up meanwhile is dropped, and the protocol
+//! recovers (resync, retransmission on ticks); the task opens a new stream, after a short
+//! back-off, once there is something to send. The queue is bounded so a dead peer cannot eat
+//! the memory.
+//!
+//! The receiver takes the end of our stream as a sign that we may be gone (it starts an
+//! election at once when we led it). The stream ends when this node stops (the queue's
+//! sender is dropped), when the process dies (the kernel resets the connection), and also
+//! when [`Transport::learn`] gives the peer a new address: the old stream closes as the new
+//! one opens, and a receiver that followed us may then start an election it did not need.
+//! Addresses change only with membership, so that is rare and harmless.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::pin::pin;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
 
 use guessgame_core::{Message, NodeId};
-use guessgame_wire::channel::channel;
 use guessgame_wire::convert::message_to_pb;
 use guessgame_wire::proto::{self as pb, peer_client::PeerClient};
 
 const QUEUE: usize = 16_384;
 const MAX_BATCH: usize = 1024;
+/// Batches handed to the stream that its HTTP/2 connection has not taken yet. Few: while the
+/// stream is backed up, messages wait in the queue, where they batch up.
+const IN_FLIGHT: usize = 2;
+/// A stream that lasted this long worked: its end starts the back-off afresh.
+const HEALTHY: Duration = Duration::from_secs(1);
 
 /// Where the runtime hands messages for other members.
 pub trait Transport: Send {
@@ -29,10 +45,23 @@ pub trait Transport: Send {
 
 pub struct GrpcTransport {
     me: NodeId,
-    /// Our own address, sent with every batch.
+    /// Our own address, sent at the start of every stream.
     my_address: String,
     runtime: tokio::runtime::Handle,
     peers: HashMap<NodeId, (String, mpsc::Sender<pb::PeerMessage>)>,
+}
+
+/// A lazily connecting channel for one peer's stream. Unlike the request channels it has no
+/// request timeout (the stream is meant to last); HTTP/2 pings find a peer that vanished
+/// without closing the connection (a partition, a host gone) within a few seconds.
+fn peer_channel(address: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
 }
 
 impl GrpcTransport {
@@ -58,7 +87,7 @@ impl GrpcTransport {
         // Called from the engine thread too: the lazy channel needs the runtime's context.
         let _context = self.runtime.enter();
         let (tx, rx) = mpsc::channel(QUEUE);
-        let client = PeerClient::new(channel(address, Duration::from_secs(2))?);
+        let client = PeerClient::new(peer_channel(address)?);
         self.runtime.spawn(sender(
             self.me.clone(),
             self.my_address.clone(),
@@ -66,7 +95,7 @@ impl GrpcTransport {
             client,
             rx,
         ));
-        // Replacing the entry drops the old queue's sender: its task ends.
+        // Replacing the entry drops the old queue's sender: its task ends, closing its stream.
         self.peers.insert(id.clone(), (address.to_string(), tx));
         Ok(())
     }
@@ -94,6 +123,7 @@ impl Transport for GrpcTransport {
     }
 }
 
+/// Feeds `rx` to `peer` over one stream at a time, until the queue's sender is dropped.
 async fn sender(
     me: String,
     my_address: String,
@@ -102,30 +132,75 @@ async fn sender(
     mut rx: mpsc::Receiver<pb::PeerMessage>,
 ) {
     let mut failures = 0u32;
+    // A stream opens once there is something to send: an idle or dead peer costs nothing.
     while let Some(first) = rx.recv().await {
-        let mut messages = vec![first];
-        while messages.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => messages.push(m),
-                Err(_) => break,
-            }
-        }
-        let batch = pb::PeerBatch {
-            from: me.clone(),
-            messages,
-            from_address: my_address.clone(),
-        };
-        match client.deliver(batch).await {
-            Ok(_) => failures = 0,
-            Err(status) => {
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(50) {
-                    tracing::debug!(%peer, code = ?status.code(), "peer unreachable: {}", status.message());
+        let opened = Instant::now();
+        let (batches, body) = mpsc::channel::<pb::PeerBatch>(IN_FLIGHT);
+        let mut call = pin!(client.stream(ReceiverStream::new(body)));
+        let mut next = Some(first);
+        // The first batch says who we are; later ones leave it out.
+        let mut named = false;
+        let end = loop {
+            let first = match next.take() {
+                Some(m) => m,
+                None => tokio::select! {
+                    biased;
+                    end = &mut call => break end,
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => {
+                            // This node stops: end the stream cleanly (the receiver sees EOF).
+                            drop(batches);
+                            let _ = tokio::time::timeout(Duration::from_millis(500), &mut call).await;
+                            return;
+                        }
+                    },
+                },
+            };
+            // Wait for room in the stream before batching: what queues meanwhile joins in.
+            let permit = tokio::select! {
+                biased;
+                end = &mut call => break end,
+                permit = batches.reserve() => match permit {
+                    Ok(p) => p,
+                    // The call dropped its body: it is ending.
+                    Err(_) => break (&mut call).await,
+                },
+            };
+            let mut messages = vec![first];
+            while messages.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => messages.push(m),
+                    Err(_) => break,
                 }
-                // Drop what piled up meanwhile; back off a little so a dead peer costs nothing.
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(failures.min(5)))).await;
-                while rx.try_recv().is_ok() {}
+            }
+            let (from, from_address) = if named {
+                (String::new(), String::new())
+            } else {
+                named = true;
+                (me.clone(), my_address.clone())
+            };
+            permit.send(pb::PeerBatch {
+                from,
+                messages,
+                from_address,
+            });
+        };
+        failures = if opened.elapsed() >= HEALTHY {
+            1
+        } else {
+            failures + 1
+        };
+        if failures == 1 || failures.is_multiple_of(50) {
+            match &end {
+                Ok(_) => tracing::debug!(%peer, "peer closed the stream"),
+                Err(status) => {
+                    tracing::debug!(%peer, code = ?status.code(), "peer unreachable: {}", status.message())
+                }
             }
         }
+        // Drop what piled up meanwhile; back off a little so a dead peer costs nothing.
+        tokio::time::sleep(Duration::from_millis(20 * u64::from(failures.min(5)))).await;
+        while rx.try_recv().is_ok() {}
     }
 }
