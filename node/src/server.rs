@@ -200,12 +200,16 @@ pub async fn run_with(
     // A join the ensemble refuses for good (the id is taken at another address, the
     // ensemble is full, ...) stops the node with that reason.
     let (refused_tx, mut refused_rx) = tokio::sync::watch::channel(None::<String>);
+    let handoff = (commands.clone(), 2 * config.heartbeat_interval_ms + 100);
     let shutdown = async move {
-        tokio::select! {
-            _ = shutdown => {}
+        let told_to_stop = tokio::select! {
+            _ = shutdown => true,
             // A wait whose sender is gone (no removal to wait for) never fires.
-            Ok(_) = removed_rx.wait_for(|r| *r) => {}
-            Ok(_) = refused_rx.wait_for(|r| r.is_some()) => {}
+            Ok(_) = removed_rx.wait_for(|r| *r) => false,
+            Ok(_) = refused_rx.wait_for(|r| r.is_some()) => false,
+        };
+        if told_to_stop {
+            hand_off(&handoff.0, Duration::from_millis(handoff.1)).await;
         }
     };
     if let Some(target) = options.join.clone() {
@@ -243,6 +247,21 @@ pub async fn run_with(
         anyhow::bail!("could not join the ensemble: {why}");
     }
     Ok(())
+}
+
+/// A leader that is told to stop hands its leadership over first (its followers elect at
+/// once rather than after the election timeout); `within` bounds the wait.
+async fn hand_off(commands: &tokio::sync::mpsc::UnboundedSender<Command>, within: Duration) {
+    let (done, handed_over) = tokio::sync::oneshot::channel();
+    if commands.send(Command::HandOff { done }).is_err() {
+        return;
+    }
+    if tokio::time::timeout(within, handed_over).await.is_err() {
+        tracing::warn!("no hand-over within {within:?}; stopping anyway");
+    }
+    // The StepDown just queued for each peer leaves through the sender tasks on this
+    // runtime: give them a moment before the runtime goes.
+    tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
 /// Asks the member at `target` to add this node, until the ensemble answers: a learner

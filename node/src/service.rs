@@ -26,7 +26,7 @@ use guessgame_wire::convert::{
 };
 use guessgame_wire::proto::{self as pb, game_client::GameClient, ErrorKind};
 
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
 #[derive(Clone)]
 pub struct NodeServices {
@@ -121,6 +121,7 @@ impl NodeServices {
     async fn route<T, L, LF, R, RF>(
         &self,
         forwarded: bool,
+        engine_forwards: bool,
         timeout: Duration,
         local: L,
         remote: R,
@@ -134,7 +135,10 @@ impl NodeServices {
         let deadline = Instant::now() + timeout;
         loop {
             let view = self.view();
-            if view.role == RoleKind::Leading {
+            // A follower's engine forwards moves to the leader itself (in the protocol, on
+            // the peer stream); a request forwarded to us by RPC is never forwarded again.
+            let by_engine = engine_forwards && !forwarded && view.role == RoleKind::Following;
+            if view.role == RoleKind::Leading || by_engine {
                 match local(deadline).await {
                     Some(Ok(v)) => return Outcome::Done(v),
                     Some(Err(LocalFailure::Refused(e))) => return Outcome::Failed(e),
@@ -190,7 +194,11 @@ impl NodeServices {
                     .ask_engine(|reply| Command::Propose { op, reply }, deadline)
                     .await?;
                 Some(match r {
-                    Ok(reply) => Ok((reply, self.view().node_id)),
+                    Ok(reply) => {
+                        // Who committed it: us, or the leader our engine forwarded it to.
+                        let view = self.view();
+                        Ok((reply, view.leader.unwrap_or(view.node_id)))
+                    }
                     Err(e) => Err(LocalFailure::from(e)),
                 })
             }
@@ -271,7 +279,8 @@ impl NodeServices {
             // ten election timeouts).
             timeout += Duration::from_millis(12 * self.inner.config.election_timeout_ms);
         }
-        self.route(forwarded, timeout, local, remote).await
+        let moves = matches!(op, ClientOp::Write { .. } | ClientOp::Guess { .. });
+        self.route(forwarded, moves, timeout, local, remote).await
     }
 }
 
@@ -456,7 +465,10 @@ impl pb::game_server::Game for NodeServices {
             remote_result(r.error.clone().map(Err).unwrap_or(Ok(r)))
         };
         let timeout = self.inner.config.request_timeout();
-        let resp = match self.route(req.forwarded, timeout, local, remote).await {
+        let resp = match self
+            .route(req.forwarded, false, timeout, local, remote)
+            .await
+        {
             Outcome::Done(r) => r,
             // A read changes nothing: an unknown outcome is just a failed read.
             Outcome::Failed(mut e) => {

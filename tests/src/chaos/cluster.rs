@@ -71,6 +71,12 @@ impl NetCluster {
         let _ = self.nodes.kill(&Self::id(k));
     }
 
+    /// SIGTERM, waiting for the process to exit (a leader hands over first).
+    pub fn terminate(&mut self, k: usize) {
+        let id = Self::id(k);
+        let _ = tokio::task::block_in_place(|| self.nodes.stop(&id));
+    }
+
     pub fn pause(&mut self, k: usize) {
         let _ = self.nodes.pause(&Self::id(k));
     }

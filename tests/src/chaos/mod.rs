@@ -214,7 +214,7 @@ async fn fault(
     let injected = |at: &mut u64| *at = start.elapsed().as_micros() as u64;
     let leader = current_leader(c).await;
     let pick = |rng: &mut Rng| 1 + rng.below(n as u64) as usize;
-    let what = match rng.below(7) {
+    let what = match rng.below(8) {
         0 | 1 => {
             let k = leader.unwrap_or_else(|| pick(rng));
             c.kill(k);
@@ -233,6 +233,18 @@ async fn fault(
             tokio::time::sleep(hold).await;
             c.start(k)?;
             format!("kill -9 node{k}")
+        }
+        7 => {
+            // A graceful stop (what `kubectl delete pod` sends): a leader hands over first.
+            let k = leader.unwrap_or_else(|| pick(rng));
+            injected(&mut at);
+            c.terminate(k);
+            tokio::time::sleep(hold).await;
+            c.start(k)?;
+            format!(
+                "kill -TERM node{k}{}",
+                if Some(k) == leader { " (leader)" } else { "" }
+            )
         }
         3 => {
             let k = leader.unwrap_or_else(|| pick(rng));
