@@ -80,6 +80,8 @@ pub struct NodeView {
     pub committed_config_zxid: Zxid,
     /// A leader told us (or we committed) that the configuration leaves us out.
     pub removed: bool,
+    /// This node is stopping (SIGTERM): it takes no requests.
+    pub stopping: bool,
     /// Applied game state (committed entries only). Shared: the gRPC handlers take a copy
     /// of the view for every request, which must not copy the game.
     pub game: Arc<Game>,
@@ -136,6 +138,7 @@ impl NodeView {
             committed_membership,
             committed_config_zxid,
             removed: engine.is_removed(),
+            stopping: engine.is_stopping(),
             game,
         }
     }

@@ -135,6 +135,16 @@ impl NodeServices {
         let deadline = Instant::now() + timeout;
         loop {
             let view = self.view();
+            if view.stopping {
+                // Waiting here would only hold up the stop (and the client): say so at once.
+                return Outcome::Failed(error(
+                    ErrorKind::NoLeader,
+                    format!(
+                        "{} is stopping; nothing was written: retry on another member",
+                        view.node_id
+                    ),
+                ));
+            }
             // A follower's engine forwards moves to the leader itself (in the protocol, on
             // the peer stream); a request forwarded to us by RPC is never forwarded again.
             let by_engine = engine_forwards && !forwarded && view.role == RoleKind::Following;

@@ -38,6 +38,7 @@ fn view() -> NodeView {
         committed_membership: Arc::new(Membership::default()),
         committed_config_zxid: Zxid::ZERO,
         removed: false,
+        stopping: false,
         game: Arc::new(Game::default()),
     }
 }

@@ -213,6 +213,10 @@ impl Engine {
         self.log.committed_membership()
     }
     /// A leader said (or we committed) that the configuration leaves us out.
+    /// Told to stop (`Event::Shutdown`): it takes no requests.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
     pub fn is_removed(&self) -> bool {
         self.removed
     }

@@ -1,5 +1,6 @@
 //! Durable state behind a small trait, so the runtime can use SQLite and tests memory.
 
+mod checkpoint;
 mod memory;
 mod sqlite;
 

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use thiserror::Error;
 
+use super::checkpoint::{Checkpointer, BACKSTOP_PAGES};
 use super::LogStore;
 use guessgame_core::{Entry, Op, Persistent, StorageOp, Zxid};
 
@@ -63,6 +64,9 @@ pub enum StorageError {
 pub struct SqliteLog {
     conn: Connection,
     path: PathBuf,
+    /// Checkpoints the WAL off the engine thread (`None` for a database it could not open:
+    /// SQLite's automatic checkpoints then do it, as before).
+    _checkpointer: Option<Checkpointer>,
 }
 
 /// The file name a node's log has in its data directory.
@@ -167,7 +171,14 @@ impl SqliteLog {
             )
             .map_err(sql)?;
         }
-        Ok(SqliteLog { conn, path })
+        conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)
+            .map_err(sql)?;
+        let checkpointer = Checkpointer::start(&path);
+        Ok(SqliteLog {
+            conn,
+            path,
+            _checkpointer: checkpointer,
+        })
     }
 
     pub fn path(&self) -> &Path {
