@@ -28,7 +28,7 @@ impl System {
     pub fn op(self) -> &'static str {
         match self {
             System::Guessgame => {
-                "a guess under a fresh client id (every 100th op a write that closes the round): one committed, fsynced log entry via Proposal→ACK→Commit"
+                "a guess under a fresh client id (every 100th op a write that closes the round): one committed, fsynced log entry via Proposal→ACK→Commit; each load client's requests on its own Game.Session stream (--guessgame-api unary: one gRPC call each)"
             }
             System::Zookeeper => "setData of 16 bytes on the client's own znode",
             System::Etcd => "Put of 16 bytes to the client's own key",
@@ -74,6 +74,12 @@ pub struct Args {
     /// failover cases), no process figures; writes and reads only.
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
     pub endpoints: Vec<String>,
+    /// How guessgame's load clients call: `session` (default: each client's requests on one
+    /// long-lived `Game.Session` stream, as each ZooKeeper client uses its session
+    /// connection) or `unary` (one gRPC call per request, as etcd's clients do; what the
+    /// `guessgame` CLI does). Failover clients always use unary calls over the endpoint list.
+    #[arg(long, value_enum, default_value = "session")]
+    pub guessgame_api: GuessgameApi,
     /// The etcd server to run (default: Debian's /usr/bin/etcd, else `etcd` on PATH).
     #[arg(long, value_name = "PATH")]
     pub etcd_bin: Option<PathBuf>,
@@ -271,4 +277,10 @@ impl Args {
         s += self.stops().len() as f64 * (self.failover_before + self.failover_after);
         (s * 1000.0) as u64
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GuessgameApi {
+    Session,
+    Unary,
 }

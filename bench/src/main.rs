@@ -71,6 +71,10 @@ fn write_outputs(report: &Report, out: &Path, json: bool) -> anyhow::Result<()> 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse_checked()?;
+    systems::guessgame::UNARY.store(
+        args.guessgame_api == cli::GuessgameApi::Unary,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     std::fs::create_dir_all(&args.out)?;
     if let Some(path) = &args.replot {
         let text = std::fs::read_to_string(path)?;

@@ -60,7 +60,7 @@ impl ClientError {
         }
     }
 
-    fn from_pb(e: pb::Error) -> Self {
+    pub(crate) fn from_pb(e: pb::Error) -> Self {
         use pb::ErrorKind as K;
         let kind = match K::try_from(e.kind).unwrap_or(K::Unspecified) {
             K::InvalidArgument => ErrorKind::InvalidArgument,
@@ -238,23 +238,7 @@ impl Client {
         let (zxid, w) = self
             .with_failover(false, |mut c| {
                 let req = req.clone();
-                async move {
-                    let r = c.write(req).await?.into_inner();
-                    Ok(match r.error {
-                        Some(e) => Err(e),
-                        None => {
-                            let zxid = Zxid::from(r.zxid);
-                            let w = WriteOutcome {
-                                round: r.round,
-                                target: r.target,
-                                zxid: zxid.to_string(),
-                                closed: r.closed.map(Into::into),
-                                leader: r.leader,
-                            };
-                            Ok((zxid, w))
-                        }
-                    })
-                }
+                async move { Ok(write_outcome(c.write(req).await?.into_inner())) }
             })
             .await?;
         self.saw(zxid);
@@ -274,22 +258,7 @@ impl Client {
         let (zxid, g) = self
             .with_failover(false, |mut c| {
                 let req = req.clone();
-                async move {
-                    let r = c.guess(req).await?.into_inner();
-                    Ok(match r.error {
-                        Some(e) => Err(e),
-                        None => {
-                            let zxid = Zxid::from(r.zxid);
-                            let g = GuessOutcome {
-                                round: r.round,
-                                value,
-                                zxid: zxid.to_string(),
-                                leader: r.leader,
-                            };
-                            Ok((zxid, g))
-                        }
-                    })
-                }
+                async move { Ok(guess_outcome(c.guess(req).await?.into_inner(), value)) }
             })
             .await?;
         self.saw(zxid);
@@ -309,32 +278,22 @@ impl Client {
                     })
                     .await?
                     .into_inner();
-                if let Some(e) = r.error {
-                    return Ok(Err(e));
-                }
-                let applied = Zxid::from(r.applied);
+                let (applied, state) = match game_state(r) {
+                    Ok(s) => s,
+                    Err(e) => return Ok(Err(e)),
+                };
                 if applied < seen {
                     // This node is behind what we already saw: ask another one.
                     return Ok(Err(pb::Error {
                         kind: pb::ErrorKind::NoLeader as i32,
                         message: format!(
                             "{} has applied only up to {applied}, older than what this client saw",
-                            r.node
+                            state.node
                         ),
                         retryable: true,
                     }));
                 }
-                Ok(Ok((
-                    applied,
-                    GameState {
-                        round: r.round,
-                        target: r.has_target.then_some(r.target),
-                        guesses: r.guesses,
-                        last_result: r.last_result.map(Into::into),
-                        node: r.node,
-                        applied: applied.to_string(),
-                    },
-                )))
+                Ok(Ok((applied, state)))
             })
             .await?;
         self.saw(applied);
@@ -344,4 +303,55 @@ impl Client {
     fn saw(&mut self, zxid: Zxid) {
         self.seen = self.seen.max(zxid);
     }
+}
+
+/// A `Write` answer: the outcome and the zxid it names, or the node's error.
+pub(crate) fn write_outcome(r: pb::WriteResponse) -> Result<(Zxid, WriteOutcome), pb::Error> {
+    if let Some(e) = r.error {
+        return Err(e);
+    }
+    let zxid = Zxid::from(r.zxid);
+    let w = WriteOutcome {
+        round: r.round,
+        target: r.target,
+        zxid: zxid.to_string(),
+        closed: r.closed.map(Into::into),
+        leader: r.leader,
+    };
+    Ok((zxid, w))
+}
+
+/// A `Guess` answer (of a guess of `value`).
+pub(crate) fn guess_outcome(
+    r: pb::GuessResponse,
+    value: u32,
+) -> Result<(Zxid, GuessOutcome), pb::Error> {
+    if let Some(e) = r.error {
+        return Err(e);
+    }
+    let zxid = Zxid::from(r.zxid);
+    let g = GuessOutcome {
+        round: r.round,
+        value,
+        zxid: zxid.to_string(),
+        leader: r.leader,
+    };
+    Ok((zxid, g))
+}
+
+/// A `Read` answer: the zxid applied where it was served, and the state.
+pub(crate) fn game_state(r: pb::ReadResponse) -> Result<(Zxid, GameState), pb::Error> {
+    if let Some(e) = r.error {
+        return Err(e);
+    }
+    let applied = Zxid::from(r.applied);
+    let state = GameState {
+        round: r.round,
+        target: r.has_target.then_some(r.target),
+        guesses: r.guesses,
+        last_result: r.last_result.map(Into::into),
+        node: r.node,
+        applied: applied.to_string(),
+    };
+    Ok((applied, state))
 }

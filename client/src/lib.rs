@@ -3,6 +3,8 @@
 //! - [`Client`] (`client.rs`): endpoint list, failover across nodes, retries of what is safe
 //!   to retry, typed errors ([`ClientError`], [`ErrorKind`]) that say whether a write may have
 //!   happened; `write`, `guess`, `read`.
+//! - [`Session`] (`session.rs`): one node, requests on one long-lived stream
+//!   (`Game.Session`), for busy clients; no failover.
 //! - `types.rs`: what the nodes report as text, typed: [`Role`], [`Membership`],
 //!   [`MemberKind`], [`Zxid`]. They display and serialize as the node's words (`leader`,
 //!   `voter`, `3:17`); a word this client does not know is kept as `Other(word)`.
@@ -21,6 +23,7 @@ mod client;
 pub mod cluster;
 pub mod demo;
 pub mod members;
+mod session;
 pub mod status;
 mod types;
 
@@ -29,6 +32,7 @@ pub use client::{
 };
 pub use guessgame_wire::config::{Config, NodeConfig};
 pub use members::{Configuration, MemberInfo, MembersReport, Reconfig};
+pub use session::Session;
 pub use types::{MemberKind, Membership, ParseZxidError, Role, Zxid};
 
 /// Resolves `--node` arguments: node ids from the config or `host:port`, comma-separated or

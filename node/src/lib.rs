@@ -5,7 +5,8 @@
 //! - [`storage`]: the `LogStore` trait, `SqliteLog` (`logs_<node_id>.db`) and `MemoryStore`.
 //! - [`transport`]: batched, best-effort peer messaging over gRPC.
 //! - [`runtime`]: the engine thread: group commit, then sends/applies/replies.
-//! - [`service`]: the `Game` (clients) and `Peer` (members) gRPC services, forwarding.
+//! - [`service`]: the `Game` (clients) and `Peer` (members) gRPC services, forwarding;
+//!   `session`: a client's requests on one long-lived stream (`Game.Session`).
 //! - [`server`]: `run(...)` — one node, with graceful shutdown (and `--join`: asking a
 //!   running ensemble to add it).
 //! - [`launcher`]: `guessgame-node all` — every configured node as a child process.
@@ -14,5 +15,6 @@ pub mod launcher;
 pub mod runtime;
 pub mod server;
 pub mod service;
+mod session;
 pub mod storage;
 pub mod transport;

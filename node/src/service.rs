@@ -364,6 +364,15 @@ fn read_response(view: &NodeView) -> pb::ReadResponse {
 
 #[tonic::async_trait]
 impl pb::game_server::Game for NodeServices {
+    type SessionStream = crate::session::SessionStream;
+
+    async fn session(
+        &self,
+        req: Request<tonic::Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Ok(Response::new(self.serve_session(req.into_inner())))
+    }
+
     async fn write(
         &self,
         req: Request<pb::WriteRequest>,
@@ -603,6 +612,11 @@ impl NodeServices {
     /// Wraps the server's shutdown signal: once `shutdown` completes, inbound peer streams
     /// end (without reporting their senders lost), so the server's graceful shutdown, which
     /// waits for every call in flight, does not wait for them forever.
+    /// Becomes true once the server shuts down: long-lived streams end then.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
     pub fn closing_peer_streams_on(
         &self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,

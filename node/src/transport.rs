@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use guessgame_core::{Message, NodeId};
+use guessgame_wire::channel::stream_channel;
 use guessgame_wire::convert::message_to_pb;
 use guessgame_wire::proto::{self as pb, peer_client::PeerClient};
 
@@ -51,19 +52,6 @@ pub struct GrpcTransport {
     peers: HashMap<NodeId, (String, mpsc::Sender<pb::PeerMessage>)>,
 }
 
-/// A lazily connecting channel for one peer's stream. Unlike the request channels it has no
-/// request timeout (the stream is meant to last); HTTP/2 pings find a peer that vanished
-/// without closing the connection (a partition, a host gone) within a few seconds.
-fn peer_channel(address: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(2))
-        .keep_alive_timeout(Duration::from_secs(3))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
-}
-
 impl GrpcTransport {
     /// Starts one sender task per peer. Must be called inside a tokio runtime.
     pub fn start(
@@ -87,7 +75,7 @@ impl GrpcTransport {
         // Called from the engine thread too: the lazy channel needs the runtime's context.
         let _context = self.runtime.enter();
         let (tx, rx) = mpsc::channel(QUEUE);
-        let client = PeerClient::new(peer_channel(address)?);
+        let client = PeerClient::new(stream_channel(address)?);
         self.runtime.spawn(sender(
             self.me.clone(),
             self.my_address.clone(),

@@ -139,3 +139,54 @@ fn game_rules_refuse_a_second_guess_and_a_guess_without_a_round() {
         .count();
     assert_eq!(guesses, 2, "{log:?}");
 }
+
+/// `Game.Session`: a client's requests on one stream are answered as their unary calls
+/// (writes through a follower commit, refusals come back as such, reads see the writes), and a
+/// node that stops ends its sessions instead of waiting for them.
+#[test]
+fn a_session_answers_each_request_as_its_unary_call_and_ends_when_the_node_stops() {
+    let _turn = serial();
+    let rt = runtime();
+    let _enter = rt.enter();
+    let (mut cluster, leader) = started(&rt, 3, |_| {});
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let (label, address) = cluster
+        .endpoints()
+        .into_iter()
+        .find(|(id, _)| *id == follower)
+        .expect("its endpoint");
+    let mut s = guessgame_client::Session::new(&label, &address, std::time::Duration::from_secs(5))
+        .unwrap();
+    let w = rt
+        .block_on(s.write("s-writer", 40))
+        .expect("write through a follower's session");
+    assert_eq!(w.target, 40);
+    assert_eq!(w.leader, leader, "committed by the leader");
+    for k in 0..20 {
+        rt.block_on(s.guess(&format!("s{k}"), k)).expect("guess");
+    }
+    let e = rt.block_on(s.guess("s3", 9)).unwrap_err();
+    assert_eq!(e.kind, guessgame_client::ErrorKind::DuplicateGuess, "{e}");
+    let e = rt.block_on(s.guess("s21", 1000)).unwrap_err();
+    assert_eq!(e.kind, guessgame_client::ErrorKind::InvalidArgument, "{e}");
+    let state = rt.block_on(s.read(false)).expect("local read");
+    assert_eq!((state.target, state.guesses), (Some(40), 20), "{state:?}");
+    assert_eq!(state.node, follower);
+    let lin = rt.block_on(s.read(true)).expect("linearizable read");
+    assert_eq!(lin.guesses, 20);
+
+    // The session stays open; stopping its node must not wait for it.
+    let stopped = std::time::Instant::now();
+    cluster.stop(&follower).unwrap();
+    assert!(
+        stopped.elapsed() < std::time::Duration::from_secs(3),
+        "the node waited {:?} for an open session",
+        stopped.elapsed()
+    );
+    let e = rt.block_on(s.read(false)).unwrap_err();
+    assert_eq!(e.kind, guessgame_client::ErrorKind::Unavailable, "{e}");
+}

@@ -15,6 +15,18 @@ pub fn channel(address: &str, timeout: Duration) -> Result<Channel, tonic::trans
         .connect_lazy())
 }
 
+/// Like [`channel`], but for long-lived streams: no per-call timeout (it would cut the
+/// stream), and HTTP/2 pings find a peer that vanished without closing the connection.
+pub fn stream_channel(address: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
 /// True when a call failed before the request could have reached the server (connection
 /// refused or not established): only then may a non-idempotent request be sent elsewhere.
 pub fn never_sent(status: &tonic::Status) -> bool {

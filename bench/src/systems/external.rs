@@ -10,7 +10,7 @@ use anyhow::bail;
 use guessgame_client::status::node_status;
 use guessgame_client::Client;
 
-use super::guessgame::{read_op, GgReader, GgWriter, REQUEST_TIMEOUT};
+use super::guessgame::{read_op, Conn, GgReader, GgWriter, REQUEST_TIMEOUT};
 use super::{Ensemble, Verification};
 use crate::reads::ReadKind;
 
@@ -69,11 +69,8 @@ impl Ensemble for External {
         let mut eps = self.endpoints.clone();
         let first = client % eps.len();
         eps.rotate_left(first);
-        if !failover {
-            eps.truncate(1);
-        }
         Ok(GgWriter {
-            client: Client::new(&eps, REQUEST_TIMEOUT)?,
+            client: Conn::new(&eps, failover)?,
             prefix: self.prefix.clone(),
         })
     }
@@ -81,7 +78,7 @@ impl Ensemble for External {
     async fn reader(&self, client: usize, kind: ReadKind) -> anyhow::Result<GgReader> {
         let ep = self.endpoints[client % self.endpoints.len()].clone();
         Ok(GgReader {
-            client: Client::new(&[ep], REQUEST_TIMEOUT)?,
+            client: Conn::new(&[ep], false)?,
             linearizable: kind == ReadKind::Linearizable,
         })
     }

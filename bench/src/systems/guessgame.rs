@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use guessgame_client::cluster::{find_binary, LocalCluster};
-use guessgame_client::Client;
+use guessgame_client::{Client, ClientError, Session};
 use guessgame_core::Op;
 use guessgame_node::storage::{LogStore, SqliteLog};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{signal, Ensemble, Reader, Verification, Writer};
 use crate::reads::ReadKind;
@@ -42,8 +43,57 @@ pub struct Guessgame {
     ids: Vec<String>,
 }
 
+/// How a bench client talks to guessgame: in the load windows a session with its one member
+/// (`Game.Session`: requests on one long-lived stream, as a ZooKeeper client's session
+/// connection); in the failover runs, and with `--guessgame-api unary`, the failover
+/// [`Client`] (one unary call per request, endpoints in turn).
+pub(crate) enum Conn {
+    Session(Session),
+    Client(Client),
+}
+
+/// `--guessgame-api unary`: load windows use unary calls too.
+pub(crate) static UNARY: AtomicBool = AtomicBool::new(false);
+
+impl Conn {
+    /// A connection for `eps` (the first is the member a load client talks to).
+    pub(crate) fn new(eps: &[(String, String)], failover: bool) -> anyhow::Result<Conn> {
+        if failover || UNARY.load(Ordering::Relaxed) {
+            let eps = if failover { eps } else { &eps[..1] };
+            return Ok(Conn::Client(Client::new(eps, REQUEST_TIMEOUT)?));
+        }
+        let (label, address) = &eps[0];
+        Ok(Conn::Session(Session::new(
+            label,
+            address,
+            REQUEST_TIMEOUT,
+        )?))
+    }
+
+    async fn write(&mut self, id: &str, value: u32) -> Result<(), ClientError> {
+        match self {
+            Conn::Session(s) => s.write(id, value).await.map(drop),
+            Conn::Client(c) => c.write(id, value).await.map(drop),
+        }
+    }
+
+    async fn guess(&mut self, id: &str, value: u32) -> Result<(), ClientError> {
+        match self {
+            Conn::Session(s) => s.guess(id, value).await.map(drop),
+            Conn::Client(c) => c.guess(id, value).await.map(drop),
+        }
+    }
+
+    async fn read(&mut self, linearizable: bool) -> Result<(), ClientError> {
+        match self {
+            Conn::Session(s) => s.read(linearizable).await.map(drop),
+            Conn::Client(c) => c.read(linearizable).await.map(drop),
+        }
+    }
+}
+
 pub struct GgWriter {
-    pub(crate) client: Client,
+    pub(crate) client: Conn,
     /// Prefix of the client ids this writer guesses under.
     pub(crate) prefix: String,
 }
@@ -57,7 +107,7 @@ fn op_id(prefix: &str, op: u64) -> (String, u32) {
 }
 
 pub struct GgReader {
-    pub(crate) client: Client,
+    pub(crate) client: Conn,
     pub(crate) linearizable: bool,
 }
 
@@ -127,11 +177,8 @@ impl Ensemble for Guessgame {
         let mut eps = self.cluster.endpoints();
         let first = client % eps.len();
         eps.rotate_left(first);
-        if !failover {
-            eps.truncate(1);
-        }
         Ok(GgWriter {
-            client: Client::new(&eps, REQUEST_TIMEOUT)?,
+            client: Conn::new(&eps, failover)?,
             prefix: PREFIX.into(),
         })
     }
@@ -140,7 +187,7 @@ impl Ensemble for Guessgame {
         let eps = self.cluster.endpoints();
         let ep = eps[client % eps.len()].clone();
         Ok(GgReader {
-            client: Client::new(&[ep], REQUEST_TIMEOUT)?,
+            client: Conn::new(&[ep], false)?,
             linearizable: kind == ReadKind::Linearizable,
         })
     }
