@@ -16,8 +16,8 @@ pub mod rules;
 pub mod types;
 
 pub use engine::{
-    ClientError, ClientOp, ClientReply, Engine, Event, Output, Persistent, RequestId, RoleKind,
-    StorageOp, Timing,
+    split_early, ClientError, ClientOp, ClientReply, Engine, Event, Output, Persistent, RequestId,
+    RoleKind, StorageOp, Timing,
 };
 pub use message::{EpochSummary, GameMove, Message};
 pub use types::{Credentials, Entry, Member, Membership, NodeId, Op, RoundResult, Zxid};

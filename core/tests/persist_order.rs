@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use guessgame_core::{
-    ClientOp, ClientReply, Engine, Event, Message, Output, Persistent, StorageOp, Timing, Zxid,
+    split_early, ClientOp, ClientReply, Engine, Event, Message, Output, Persistent, Timing, Zxid,
 };
 
 struct Node {
@@ -106,27 +106,16 @@ fn execute(
     net: &mut Net,
     replies: &mut Vec<ClientReply>,
 ) {
-    let mut blocked: Vec<String> = Vec::new();
-    let mut rest = Vec::new();
-    for o in outputs {
-        match o {
-            Output::SendEarly { to, msg } if !blocked.contains(&to) => {
-                check_early_send(id, node, &msg);
-                net.push_back((id.to_string(), to, msg));
-            }
-            Output::SendEarly { to, msg } => rest.push(Output::Send { to, msg }),
-            Output::Send { to, msg } => {
-                blocked.push(to.clone());
-                rest.push(Output::Send { to, msg });
-            }
-            o => rest.push(o),
-        }
+    let (early, rest) = split_early(outputs);
+    for (to, msg) in early {
+        check_early_send(id, node, &msg);
+        net.push_back((id.to_string(), to, msg));
     }
     let mut log_changed = false;
     for o in rest {
         match o {
             Output::Persist(op) => {
-                log_changed |= matches!(op, StorageOp::Append(_) | StorageOp::TruncateAfter(_));
+                log_changed |= op.changes_log();
                 node.durable.apply(&[op])
             }
             Output::SendEarly { .. } => unreachable!("sorted above"),

@@ -5,18 +5,15 @@
 use guessgame_core::game::GameError;
 use guessgame_core::{
     ClientError, ClientOp, ClientReply, Credentials, Engine, Event, Message, Output, Persistent,
-    StorageOp, Timing, Zxid,
+    Timing, Zxid,
 };
 
 /// Steps `c` as the runtime does: a batch that changed the log is followed by `Persisted`.
 fn step(c: &mut Engine, event: Event) -> Vec<Output> {
     let mut out = c.step(event);
-    let log_changed = out.iter().any(|o| {
-        matches!(
-            o,
-            Output::Persist(StorageOp::Append(_) | StorageOp::TruncateAfter(_))
-        )
-    });
+    let log_changed = out
+        .iter()
+        .any(|o| matches!(o, Output::Persist(op) if op.changes_log()));
     if log_changed {
         out.extend(step(c, Event::Persisted));
     }

@@ -23,8 +23,8 @@ use crate::storage::LogStore;
 use crate::transport::Transport;
 use guessgame_core::game::Game;
 use guessgame_core::{
-    ClientError, ClientOp, ClientReply, Engine, Event, Membership, Message, NodeId, Output,
-    RoleKind, StorageOp, Zxid,
+    split_early, ClientError, ClientOp, ClientReply, Engine, Event, Membership, Message, NodeId,
+    Output, RoleKind, StorageOp, Zxid,
 };
 
 const MAX_EVENTS_PER_TURN: usize = 512;
@@ -319,24 +319,12 @@ impl Driver {
         // 0. A leader's proposals, commits and heartbeats leave before its own write, so
         //    that the followers' fsyncs overlap ours — each one not behind a plain `Send` to
         //    the same peer in this batch (a peer's messages stay in order).
+        let (early_msgs, outputs) = split_early(outputs);
         let mut early = Outbox::default();
-        let mut blocked: Vec<NodeId> = Vec::new();
-        let mut rest = Vec::with_capacity(outputs.len());
-        for o in outputs {
-            match o {
-                Output::SendEarly { to, msg } if !blocked.contains(&to) => early.push(to, msg),
-                Output::SendEarly { to, msg } => rest.push(Output::Send { to, msg }),
-                Output::Send { to, msg } => {
-                    if !blocked.contains(&to) {
-                        blocked.push(to.clone());
-                    }
-                    rest.push(Output::Send { to, msg });
-                }
-                o => rest.push(o),
-            }
+        for (to, msg) in early_msgs {
+            early.push(to, msg);
         }
         early.send(self.transport.as_mut());
-        let outputs = rest;
         // 1. Everything durable, in one transaction.
         let ops: Vec<StorageOp> = outputs
             .iter()
@@ -345,9 +333,7 @@ impl Driver {
                 _ => None,
             })
             .collect();
-        let log_changed = ops
-            .iter()
-            .any(|op| matches!(op, StorageOp::Append(_) | StorageOp::TruncateAfter(_)));
+        let log_changed = ops.iter().any(StorageOp::changes_log);
         if let Err(e) = self.store.persist(&ops) {
             // Continuing would acknowledge what is not on disk.
             tracing::error!(node = %self.engine.id(), "storage failed, stopping: {e}");
@@ -363,7 +349,8 @@ impl Driver {
         for o in outputs {
             match o {
                 Output::Persist(_) => {}
-                Output::Send { to, msg } | Output::SendEarly { to, msg } => outbox.push(to, msg),
+                Output::Send { to, msg } => outbox.push(to, msg),
+                Output::SendEarly { .. } => unreachable!("split off above"),
                 Output::Apply(entry) => game
                     .get_or_insert_with(|| (*old_game).clone())
                     .apply(&entry),
@@ -745,9 +732,7 @@ mod tests {
                         outbox.push(to, msg)
                     }
                     Output::Reply { result: Ok(_), .. } => *replies += 1,
-                    Output::Persist(StorageOp::Append(_) | StorageOp::TruncateAfter(_)) => {
-                        log_changed = true
-                    }
+                    Output::Persist(op) if op.changes_log() => log_changed = true,
                     _ => {}
                 }
             }

@@ -33,7 +33,7 @@ use anyhow::{bail, Context};
 use guessgame_client::cluster::free_ports;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{log_tail, value_of, Ensemble, Proc, Reader, Verification, Writer};
+use super::{log_tail, running_pids, value_of, Ensemble, Proc, Reader, Verification, Writer};
 use crate::reads::ReadKind;
 
 pub mod pb {
@@ -349,13 +349,7 @@ impl Ensemble for Etcd {
     }
 
     fn pids(&mut self) -> Vec<(String, u32)> {
-        let mut out = Vec::new();
-        for (k, p) in self.procs.iter_mut().enumerate() {
-            if let Some(pid) = p.pid() {
-                out.push((format!("m{}", k + 1), pid));
-            }
-        }
-        out
+        running_pids(&mut self.procs, "m")
     }
 
     /// Each failover client's key must hold its last acknowledged value or a later one

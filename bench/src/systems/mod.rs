@@ -88,6 +88,18 @@ pub(crate) trait Ensemble {
     fn stop(&mut self);
 }
 
+/// `(member, pid)` of the member processes in `procs` still running, member `k` (from 0)
+/// named `{prefix}{k + 1}`.
+pub(crate) fn running_pids(procs: &mut [Proc], prefix: &str) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for (k, p) in procs.iter_mut().enumerate() {
+        if let Some(pid) = p.pid() {
+            out.push((format!("{prefix}{}", k + 1), pid));
+        }
+    }
+    out
+}
+
 /// A member process we started; killed (SIGKILL) when dropped.
 pub(crate) struct Proc {
     pub child: Option<Child>,

@@ -12,7 +12,9 @@ use anyhow::{bail, Context};
 use guessgame_client::cluster::free_ports;
 use zookeeper_client as zk;
 
-use super::{log_tail, port_open, value_of, Ensemble, Proc, Reader, Verification, Writer};
+use super::{
+    log_tail, port_open, running_pids, value_of, Ensemble, Proc, Reader, Verification, Writer,
+};
 use crate::reads::ReadKind;
 
 /// Budget of one request of the read-back after the failover.
@@ -336,13 +338,7 @@ impl Ensemble for Zookeeper {
 
     /// The JVMs (`java` runs QuorumPeerMain in the process the bench spawned).
     fn pids(&mut self) -> Vec<(String, u32)> {
-        let mut out = Vec::new();
-        for (k, p) in self.procs.iter_mut().enumerate() {
-            if let Some(pid) = p.pid() {
-                out.push((format!("zk{}", k + 1), pid));
-            }
-        }
-        out
+        running_pids(&mut self.procs, "zk")
     }
 
     /// Each failover client's znode must hold its last acknowledged value or a later one

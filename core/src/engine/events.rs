@@ -59,6 +59,14 @@ pub enum StorageOp {
     SetCommitted(Zxid),
 }
 
+impl StorageOp {
+    /// Changes the log itself (not only an epoch or the commit point): a batch holding one
+    /// is followed by `Event::Persisted` once durable.
+    pub fn changes_log(&self) -> bool {
+        matches!(self, StorageOp::Append(_) | StorageOp::TruncateAfter(_))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOp {
     Write {
@@ -173,6 +181,30 @@ pub enum Output {
         req: RequestId,
         result: Result<ClientReply, ClientError>,
     },
+}
+
+/// Splits a batch as [`Output::SendEarly`] allows: the messages that may leave before the
+/// batch's persists, in order, and the rest of the batch, in order. A `SendEarly` to a peer
+/// that a plain `Send` precedes in the batch waits with it (as a `Send`), so that each peer's
+/// messages stay in order.
+pub fn split_early(outputs: Vec<Output>) -> (Vec<(NodeId, Message)>, Vec<Output>) {
+    let mut blocked: Vec<NodeId> = Vec::new();
+    let mut early = Vec::new();
+    let mut rest = Vec::with_capacity(outputs.len());
+    for o in outputs {
+        match o {
+            Output::SendEarly { to, msg } if !blocked.contains(&to) => early.push((to, msg)),
+            Output::SendEarly { to, msg } => rest.push(Output::Send { to, msg }),
+            Output::Send { to, msg } => {
+                if !blocked.contains(&to) {
+                    blocked.push(to.clone());
+                }
+                rest.push(Output::Send { to, msg });
+            }
+            o => rest.push(o),
+        }
+    }
+    (early, rest)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -162,7 +162,6 @@ impl Engine {
             return;
         }
         let committed = self.log.committed();
-        let following = matches!(self.role, Role::Following(_));
         let target = match &self.role {
             Role::Following(fs) => Some((fs.leader.clone(), self.accepted_epoch)),
             _ => None,
@@ -173,7 +172,7 @@ impl Engine {
         // Committed on a quorum (the leader said so): once we committed it too, or once we
         // no longer follow (our log will be synced by whoever leads next), it is answered.
         f.parked.retain_mut(|(zxid, req, result)| {
-            if *zxid <= committed || !following {
+            if *zxid <= committed || target.is_none() {
                 let result = std::mem::replace(result, Err(ClientError::OutcomeUnknown));
                 out.push(Output::Reply { req: *req, result });
                 false

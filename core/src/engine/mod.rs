@@ -44,8 +44,8 @@ mod replication;
 mod state;
 
 pub use events::{
-    ClientError, ClientOp, ClientReply, Event, Output, Persistent, RequestId, RoleKind, StorageOp,
-    Timing,
+    split_early, ClientError, ClientOp, ClientReply, Event, Output, Persistent, RequestId,
+    RoleKind, StorageOp, Timing,
 };
 
 use crate::game::Game;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use guessgame_core::game::Game;
 use guessgame_core::{
-    Engine, Entry, Event, Membership, NodeId, Output, Persistent, RoleKind, StorageOp, Timing, Zxid,
+    split_early, Engine, Entry, Event, Membership, NodeId, Output, Persistent, RoleKind, StorageOp,
+    Timing, Zxid,
 };
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::Layer as _;
@@ -387,20 +388,7 @@ impl Sim {
         // 0. Early sends (a leader's proposals, commits, heartbeats) may leave before the
         //    persists, as the runtime sends them: each one not behind a `Send` to the same
         //    peer. A crash may come after some of them and before the persist.
-        let mut blocked: Vec<NodeId> = Vec::new();
-        let mut early = Vec::new();
-        let mut rest = Vec::new();
-        for o in outs {
-            match o {
-                Output::SendEarly { to, msg } if !blocked.contains(&to) => early.push((to, msg)),
-                Output::SendEarly { to, msg } => rest.push(Output::Send { to, msg }),
-                Output::Send { to, msg } => {
-                    blocked.push(to.clone());
-                    rest.push(Output::Send { to, msg });
-                }
-                o => rest.push(o),
-            }
-        }
+        let (early, rest) = split_early(outs);
         let ops: Vec<StorageOp> = rest
             .iter()
             .filter_map(|o| match o {
@@ -456,9 +444,7 @@ impl Sim {
             return;
         }
         // 3. The log is on disk: tell the engine (a leader counts its own copy from now on).
-        let log_changed = ops
-            .iter()
-            .any(|op| matches!(op, StorageOp::Append(_) | StorageOp::TruncateAfter(_)));
+        let log_changed = ops.iter().any(StorageOp::changes_log);
         let node = &self.nodes[i];
         let engine = node.engine.as_ref().expect("up");
         if node.applied != *engine.game() || node.applied_len != engine.committed_entries().len() {
