@@ -5,6 +5,7 @@
 //! tail) to validate requests and to decide a round's winner before proposing.
 
 use crate::types::{Entry, Op, RoundResult, Zxid};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Smallest and largest value a target or a guess may take.
@@ -46,7 +47,7 @@ pub fn check_client_id(client: &str) -> Result<(), GameError> {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Game {
     /// Current round; 0 until the first `write`.
     pub round: u64,
@@ -77,7 +78,14 @@ impl Game {
                     self.guesses.push((client.clone(), *value));
                 }
             }
-            Op::Result(result) => self.last_result = Some(result.clone()),
+            Op::Result(result) => {
+                // The round is closed from here on, even where the next round's target does
+                // not follow at once (a DIFF piece, or a log, may end between the two).
+                if result.round == self.round {
+                    self.target = None;
+                }
+                self.last_result = Some(result.clone());
+            }
         }
         self.applied = entry.zxid;
     }

@@ -7,12 +7,14 @@
 //! - [`types`]: zxid, entries, members and configurations, credentials.
 //! - [`message`]: what members say to each other.
 //! - [`game`]: the replicated state machine (rounds, targets, guesses, results).
+//! - [`snapshot`]: the committed state at a zxid, which replaces the log below it.
 //! - [`engine`]: the protocol state machine (events in, outputs out).
 
 pub mod engine;
 pub mod game;
 pub mod message;
 pub mod rules;
+pub mod snapshot;
 pub mod types;
 
 pub use engine::{
@@ -20,4 +22,5 @@ pub use engine::{
     RoleKind, StorageOp, Timing,
 };
 pub use message::{EpochSummary, GameMove, Message};
+pub use snapshot::{Snapshot, SnapshotError, SnapshotPolicy};
 pub use types::{Credentials, Entry, Member, Membership, NodeId, Op, RoundResult, Zxid};

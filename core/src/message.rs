@@ -45,6 +45,24 @@ pub enum Message {
         entries: Vec<Entry>,
         commit: Zxid,
     },
+    /// SNAP, in pieces: bytes `offset..offset + data.len()` of the leader's snapshot at
+    /// `zxid` (`Snapshot::encode`), `total` bytes in all. The follower installs it when it
+    /// has every byte, then gets the DIFF from `zxid` on. Sent one piece at a time: the
+    /// next follows the `SnapshotAck` of this one.
+    SnapshotChunk {
+        epoch: u64,
+        zxid: Zxid,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
+    /// "I hold the first `received` bytes of your snapshot at `zxid`" (all of them, and it is
+    /// installed and on disk, when `received` is its total).
+    SnapshotAck {
+        epoch: u64,
+        zxid: Zxid,
+        received: u64,
+    },
     /// New entries that follow `prev` in the leader's log.
     Proposal {
         epoch: u64,
@@ -141,6 +159,8 @@ impl Message {
             Message::EpochRejected { .. } => "epoch_rejected",
             Message::FollowerInfo { .. } => "follower_info",
             Message::Sync { .. } => "sync",
+            Message::SnapshotChunk { .. } => "snapshot_chunk",
+            Message::SnapshotAck { .. } => "snapshot_ack",
             Message::Proposal { .. } => "proposal",
             Message::Ack { .. } => "ack",
             Message::Commit { .. } => "commit",

@@ -8,7 +8,9 @@ pub type NodeId = String;
 
 /// ZooKeeper transaction id: (epoch, counter). Ordered by epoch, then counter.
 /// A leader of epoch `e` writes `(e, 0)` (its NEWLEADER marker) first, then `(e, 1)`, `(e, 2)`, ….
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Zxid {
     pub epoch: u64,
     pub counter: u64,

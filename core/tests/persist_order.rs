@@ -5,8 +5,12 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use guessgame_core::{
-    split_early, ClientOp, ClientReply, Engine, Event, Message, Output, Persistent, Timing, Zxid,
+    split_early, ClientOp, ClientReply, Engine, Event, Message, Output, Persistent, SnapshotPolicy,
+    Timing, Zxid,
 };
+
+/// Snapshots installed by followers in this test binary (the runs must include some).
+static INSTALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 struct Node {
     engine: Engine,
@@ -16,7 +20,8 @@ struct Node {
 type Net = VecDeque<(String, String, Message)>;
 
 fn durable_has(d: &Persistent, z: Zxid) -> bool {
-    z == Zxid::ZERO || d.log.iter().any(|e| e.zxid == z)
+    // At or below the log start: compacted into a durable snapshot.
+    z <= d.log_start || d.log.iter().any(|e| e.zxid == z)
 }
 
 /// Checks a message against the sender's durable state at the moment it is sent.
@@ -32,14 +37,21 @@ fn check_send(id: &str, node: &Node, to: &str, msg: &Message) {
                 d.accepted_epoch >= *epoch,
                 "{id} acked in epoch {epoch} before persisting the epoch"
             );
-            let mem: Vec<_> = node
-                .engine
-                .log()
-                .iter()
-                .filter(|e| e.zxid <= *zxid)
-                .collect();
-            let disk: Vec<_> = d.log.iter().filter(|e| e.zxid <= *zxid).collect();
+            // Compared where both still hold entries (memory may have compacted already).
+            let from = node.engine.log_start().max(d.log_start);
+            let held = |e: &&guessgame_core::Entry| e.zxid > from && e.zxid <= *zxid;
+            let mem: Vec<_> = node.engine.log().iter().filter(held).collect();
+            let disk: Vec<_> = d.log.iter().filter(held).collect();
             assert_eq!(mem, disk, "{id}: acked prefix differs on disk");
+        }
+        // "Installed" (all of it acknowledged, our log now starting at it) must mean on disk.
+        Message::SnapshotAck { zxid, received, .. }
+            if *received > 0 && node.engine.log_start() == *zxid =>
+        {
+            assert!(
+                d.snapshot.as_ref().is_some_and(|s| s.zxid == *zxid) && d.log_start == *zxid,
+                "{id} acknowledged the snapshot at {zxid} before persisting it"
+            );
         }
         Message::NewEpoch { epoch, .. } => {
             assert!(
@@ -128,6 +140,14 @@ fn execute(
                 "{id} applied {} before persisting it",
                 e.zxid
             ),
+            Output::Restore(s) => {
+                INSTALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                assert!(
+                    node.durable.snapshot.as_ref() == Some(&s) && node.durable.committed >= s.zxid,
+                    "{id} restored the snapshot at {} before persisting it",
+                    s.zxid
+                )
+            }
             Output::Reply { result: Ok(r), .. } => {
                 if let ClientReply::Written { zxid, .. } | ClientReply::Guessed { zxid, .. } = &r {
                     assert!(
@@ -153,8 +173,18 @@ fn every_ack_reply_and_apply_follows_the_persist_it_depends_on() {
         heartbeat_ms: 50,
         election_timeout_ms: 300,
     };
+    // Small enough that nodes snapshot, compact and install snapshots during the run.
+    let policy = SnapshotPolicy {
+        every_entries: 10,
+        every_bytes: u64::MAX,
+        retain_entries: 3,
+        chunk_bytes: 64,
+        diff_entries: 4,
+        diff_bytes: 1 << 20,
+    };
     let fresh = |id: &String, state: Persistent, seed: u64| {
         Engine::new(id.clone(), ids.clone(), 3, timing.clone(), state, seed)
+            .with_snapshot_policy(policy.clone())
     };
     let mut nodes: BTreeMap<String, Node> = ids
         .iter()
@@ -237,6 +267,16 @@ fn every_ack_reply_and_apply_follows_the_persist_it_depends_on() {
     assert!(
         epochs.iter().all(|e| *e >= 3),
         "leader crashes should have caused elections: {epochs:?}"
+    );
+    // The run must have crossed snapshots, and a restarted leader (behind by the writes
+    // committed while it was down) must have installed one.
+    assert!(
+        nodes.values().all(|n| n.durable.snapshot.is_some()),
+        "every node snapshots during the run"
+    );
+    assert!(
+        INSTALLS.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "some node installed a leader's snapshot"
     );
 }
 

@@ -336,6 +336,7 @@ impl Engine {
             leader: from.clone(),
             last_contact: self.now,
             synced: false,
+            receiving: None,
         });
         self.last_resync = self.now;
         send(out, &from, self.follower_info(epoch));

@@ -3,6 +3,7 @@
 
 use crate::game::GameError;
 use crate::message::Message;
+use crate::snapshot::Snapshot;
 use crate::types::{Entry, Member, Membership, NodeId, RoundResult, Zxid};
 
 /// Identifies a client request inside one runtime.
@@ -28,6 +29,12 @@ impl Default for Timing {
 pub struct Persistent {
     pub accepted_epoch: u64,
     pub current_epoch: u64,
+    /// The latest snapshot (the committed state at its zxid), if one was taken.
+    pub snapshot: Option<Snapshot>,
+    /// The log holds the entries after this zxid (ZERO: the whole history). Never above the
+    /// snapshot's zxid: the entries between it and the snapshot are the retained margin.
+    pub log_start: Zxid,
+    /// The entries after `log_start`, in zxid order.
     pub log: Vec<Entry>,
     pub committed: Zxid,
 }
@@ -42,6 +49,15 @@ impl Persistent {
                 StorageOp::TruncateAfter(z) => self.log.retain(|e| e.zxid <= *z),
                 StorageOp::Append(entries) => self.log.extend(entries.iter().cloned()),
                 StorageOp::SetCommitted(z) => self.committed = *z,
+                StorageOp::SaveSnapshot {
+                    snapshot,
+                    log_start,
+                } => {
+                    self.snapshot = Some(snapshot.clone());
+                    self.log_start = self.log_start.max(*log_start);
+                    let start = self.log_start;
+                    self.log.retain(|e| e.zxid > start);
+                }
             }
         }
     }
@@ -57,6 +73,15 @@ pub enum StorageOp {
     TruncateAfter(Zxid),
     Append(Vec<Entry>),
     SetCommitted(Zxid),
+    /// Keep `snapshot` as the latest one; the log now starts after `log_start` (at most the
+    /// snapshot's zxid). Entries at or below `log_start` are no longer needed: storage may
+    /// delete them at leisure (off the engine's path) but never returns them from a load.
+    /// A follower installing its leader's snapshot follows this with `TruncateAfter` of the
+    /// snapshot's zxid (its own later entries are not the leader's).
+    SaveSnapshot {
+        snapshot: Snapshot,
+        log_start: Zxid,
+    },
 }
 
 impl StorageOp {
@@ -177,6 +202,9 @@ pub enum Output {
     },
     /// A committed entry, in zxid order, to apply to the game.
     Apply(Entry),
+    /// The committed state jumps to `snapshot` (a follower installed its leader's snapshot):
+    /// replace the applied game with its game; the `Apply`s that follow continue from it.
+    Restore(Snapshot),
     Reply {
         req: RequestId,
         result: Result<ClientReply, ClientError>,

@@ -15,7 +15,9 @@ impl Engine {
         if self.now.saturating_sub(f.last_contact) > self.timing.election_timeout_ms {
             tracing::info!(node = %self.id, leader = %f.leader, "leader silent; looking");
             self.become_looking(out);
-        } else if !f.synced && self.now.saturating_sub(self.last_resync) >= self.timing.heartbeat_ms
+        } else if !f.synced
+            && self.now.saturating_sub(self.last_resync) >= self.timing.heartbeat_ms
+            && !self.awaiting_snapshot()
         {
             self.request_sync(out);
         }
@@ -39,7 +41,7 @@ impl Engine {
     }
 
     /// Describe our log to the leader we follow, so that it syncs us.
-    fn request_sync(&mut self, out: &mut Vec<Output>) {
+    pub(super) fn request_sync(&mut self, out: &mut Vec<Output>) {
         let Role::Following(f) = &self.role else {
             return;
         };
@@ -49,7 +51,7 @@ impl Engine {
     }
 
     /// Adopt `epoch` (greater than or equal to ours) led by `leader`: not yet synced.
-    fn follow(&mut self, leader: &NodeId, epoch: u64, out: &mut Vec<Output>) {
+    pub(super) fn follow(&mut self, leader: &NodeId, epoch: u64, out: &mut Vec<Output>) {
         // A new epoch is a new leadership even when the leader is the same node: it may have
         // followed someone else (and truncated) in between, so our log must be synced again.
         // (Keeping `synced` here let a follower commit its stale log against the new epoch's
@@ -72,6 +74,7 @@ impl Engine {
                 leader: leader.clone(),
                 last_contact: self.now,
                 synced: false,
+                receiving: None,
             });
         }
         let now = self.now;
@@ -81,7 +84,7 @@ impl Engine {
     }
 
     /// `from` led `epoch` and left the ensemble (its `StepDown` reached us).
-    fn departed(&self, from: &NodeId, epoch: u64) -> bool {
+    pub(super) fn departed(&self, from: &NodeId, epoch: u64) -> bool {
         self.departed
             .as_ref()
             .is_some_and(|(leader, e)| leader == from && *e == epoch)
@@ -111,6 +114,7 @@ impl Engine {
         }
         if !self.is_synced()
             && self.now.saturating_sub(self.last_resync) >= self.timing.heartbeat_ms / 2
+            && !self.awaiting_snapshot()
         {
             self.request_sync(out);
         }
@@ -212,6 +216,24 @@ impl Engine {
         }
     }
 
+    /// A leader's sync (DIFF piece or snapshot piece) from `from` in `epoch`: follow it,
+    /// unless the epoch is older than ours, `from` left, or we lead. Returns whether to go on.
+    pub(super) fn take_sync_from(
+        &mut self,
+        from: &NodeId,
+        epoch: u64,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        if epoch < self.accepted_epoch
+            || self.departed(from, epoch)
+            || matches!(self.role, Role::Leading(_))
+        {
+            return false;
+        }
+        self.follow(from, epoch, out);
+        true
+    }
+
     pub(super) fn on_sync(
         &mut self,
         from: NodeId,
@@ -221,13 +243,9 @@ impl Engine {
         commit: Zxid,
         out: &mut Vec<Output>,
     ) {
-        if epoch < self.accepted_epoch || self.departed(&from, epoch) {
+        if !self.take_sync_from(&from, epoch, out) {
             return;
         }
-        if matches!(self.role, Role::Leading(_)) {
-            return;
-        }
-        self.follow(&from, epoch, out);
         let Some(mut pos) = self.log.position_after(truncate_to) else {
             // We no longer hold the point it computed from: describe our log again.
             self.request_sync(out);
@@ -236,6 +254,7 @@ impl Engine {
         // Skip what we already hold (same zxid means same entry and same prefix). A stale
         // Sync overtaken by proposals of this epoch thus never removes acknowledged entries.
         let mut entries = entries.into_iter().peekable();
+        let mut skipped = 0;
         while pos < self.log.len()
             && entries
                 .peek()
@@ -243,11 +262,17 @@ impl Engine {
         {
             entries.next();
             pos += 1;
+            skipped += 1;
         }
         let rest: Vec<Entry> = entries.collect();
-        // Anything after `pos` that is not this leader's is not in its log: TRUNC.
-        let conflict =
-            pos < self.log.len() && (!rest.is_empty() || self.log.zxid_of(pos).epoch != epoch);
+        // Anything after `pos` that is not this leader's is not in its log: TRUNC. An entry
+        // of ours that differs from the leader's next one is not the leader's. Where the
+        // piece simply ends before our log does, what follows is the leader's (of its epoch,
+        // or from a later piece) when the piece started with entries we already held: the
+        // leader computes a sync from the last zxid we share, so a piece computed for our
+        // current log never starts with one of ours — this one is a late duplicate.
+        let conflict = pos < self.log.len()
+            && (!rest.is_empty() || (skipped == 0 && self.log.zxid_of(pos).epoch != epoch));
         if conflict {
             if pos < self.log.commit_len() {
                 // A correct leader holds every committed entry; refuse to lose one.

@@ -33,6 +33,7 @@ impl Engine {
         if now.saturating_sub(l.last_hb) >= self.timing.heartbeat_ms {
             self.send_heartbeats(out);
         }
+        self.resend_stalled_syncs(out);
         self.progress_reconfig(out);
         self.maybe_hand_over(out);
     }

@@ -29,6 +29,8 @@
 //! - `reconfig.rs`: membership changes, one voter at a time.
 //! - `reads.rs`: linearizable reads (ReadIndex over a heartbeat round).
 //! - `forward.rs`: a follower's client moves forwarded to the leader inside the protocol.
+//! - `snapshot.rs`: SNAP, a leader's snapshot sent in pieces to a follower behind its log.
+//!   (Taking snapshots and compacting is `log.rs`, `ReplicatedLog::maybe_compact`.)
 
 mod election;
 mod events;
@@ -41,6 +43,7 @@ mod quorum;
 mod reads;
 mod reconfig;
 mod replication;
+mod snapshot;
 mod state;
 
 pub use events::{
@@ -50,6 +53,7 @@ pub use events::{
 
 use crate::game::Game;
 use crate::message::{EpochSummary, GameMove, Message};
+use crate::snapshot::{Snapshot, SnapshotPolicy};
 use crate::types::{Credentials, Entry, Member, Membership, NodeId, Zxid};
 use log::ReplicatedLog;
 use state::{LookingState, Role};
@@ -86,6 +90,8 @@ pub struct Engine {
     /// The last zxid of our log known to be on disk (`Event::Persisted`): a leader's own vote
     /// in a commit quorum.
     durable: Zxid,
+    /// When to snapshot and compact, and how big sync pieces are.
+    snapshots: SnapshotPolicy,
 }
 
 impl Engine {
@@ -130,7 +136,13 @@ impl Engine {
             accepted_epoch: state.accepted_epoch,
             current_epoch: state.current_epoch,
             max_seen_epoch: state.accepted_epoch,
-            log: ReplicatedLog::new(state.log, state.committed, bootstrap),
+            log: ReplicatedLog::new(
+                state.snapshot,
+                state.log_start,
+                state.log,
+                state.committed,
+                bootstrap,
+            ),
             role: Role::Looking(LookingState::new(0, 0)),
             removed: false,
             last_resync: 0,
@@ -139,11 +151,18 @@ impl Engine {
             stopping: false,
             forwarding: Default::default(),
             durable: Zxid::ZERO,
+            snapshots: SnapshotPolicy::default(),
         };
         engine.durable = engine.log.last_zxid(); // loaded from disk
         let candidacy_at = engine.candidacy_delay();
         engine.role = Role::Looking(LookingState::new(0, candidacy_at));
         engine
+    }
+
+    /// Snapshots and sync pieces by `policy` instead of the defaults.
+    pub fn with_snapshot_policy(mut self, policy: SnapshotPolicy) -> Engine {
+        self.snapshots = policy;
+        self
     }
 
     // ------------------------------------------------------------------ queries
@@ -187,8 +206,21 @@ impl Engine {
     pub fn committed(&self) -> Zxid {
         self.log.committed()
     }
+    /// The entries held: those after [`Engine::log_start`].
     pub fn log(&self) -> &[Entry] {
         self.log.entries()
+    }
+    /// The last zxid compacted away (the log holds the entries after it); ZERO: none.
+    pub fn log_start(&self) -> Zxid {
+        self.log.start()
+    }
+    /// The latest snapshot taken (or installed from a leader).
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.log.snapshot()
+    }
+    /// The committed state now, as a snapshot: what a backup saves.
+    pub fn committed_snapshot(&self) -> Snapshot {
+        self.log.committed_snapshot()
     }
     pub fn committed_entries(&self) -> &[Entry] {
         self.log.committed_entries()
@@ -363,6 +395,18 @@ impl Engine {
                 entries,
                 commit,
             } => self.on_sync(from, epoch, truncate_to, entries, commit, out),
+            Message::SnapshotChunk {
+                epoch,
+                zxid,
+                offset,
+                total,
+                data,
+            } => self.on_snapshot_chunk(from, epoch, zxid, offset, total, data, out),
+            Message::SnapshotAck {
+                epoch,
+                zxid,
+                received,
+            } => self.on_snapshot_ack(from, epoch, zxid, received, out),
             Message::Proposal {
                 epoch,
                 prev,

@@ -185,7 +185,7 @@ impl Engine {
         let caught_up = l
             .followers
             .get(&r.id)
-            .is_some_and(|p| p.in_sync && p.acked >= committed);
+            .is_some_and(|p| p.in_sync() && p.acked >= committed);
         if caught_up {
             let member = r.member.clone().expect("adding a member");
             let next = self.log.config().with_voter(member);

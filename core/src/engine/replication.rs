@@ -5,14 +5,15 @@
 use super::events::{ClientError, Output};
 use super::messages;
 use super::quorum::quorum_value;
-use super::state::Role;
+use super::state::{Role, SyncState};
 use super::{send, send_all, send_early, Engine};
 use crate::message::{EpochSummary, Message};
 use crate::types::{NodeId, Zxid};
 
 impl Engine {
-    /// Sends `Sync` so that `follower`'s log becomes a prefix of ours: it keeps the last
-    /// zxid both logs hold (TRUNC of anything after it) and receives the rest (DIFF).
+    /// Brings `follower`'s log up to ours from its `summary`: TRUNC of whatever it holds past
+    /// the last zxid both logs share, then the rest (DIFF) in pieces — or, when that point
+    /// was compacted away here, our snapshot in pieces first (SNAP, `snapshot.rs`).
     pub(super) fn sync_follower(
         &mut self,
         follower: &NodeId,
@@ -20,42 +21,95 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let common = self.log.last_common(summary);
-        let from = self.log.position_after(common).unwrap_or(0);
-        let entries = self.log.suffix(from);
-        let commit = self.log.committed();
+        self.start_sync(follower, common, out);
+    }
+
+    /// Syncs `follower`, whose log is a prefix of ours up to `common` (its later entries, if
+    /// any, are not ours).
+    pub(super) fn start_sync(&mut self, follower: &NodeId, common: Zxid, out: &mut Vec<Output>) {
+        if self.log.position_after(common).is_none() {
+            return self.start_snapshot(follower, out);
+        }
         let now = self.now;
         let Role::Leading(l) = &mut self.role else {
             return;
         };
-        let p = l.followers.entry(follower.clone()).or_default();
-        p.in_sync = true;
-        p.last_heard = now;
-        send(
-            out,
-            follower,
-            messages::sync(l.epoch, common, entries, commit),
-        );
+        // Not `last_heard`: sending a follower something says nothing of whether it is
+        // there (a follower that can never finish its sync must not keep us leading).
+        l.followers.entry(follower.clone()).or_default().sync = SyncState::Diff {
+            base: common,
+            through: common,
+            at: now,
+        };
+        self.send_diff_piece(follower, out);
     }
 
-    /// Re-sends what a synced follower lacks after `its_last` (a zxid of our log, as the
-    /// follower's log is a prefix of ours). `Sync` tolerates overlap with what it has.
-    fn catch_up(&mut self, follower: &NodeId, its_last: Zxid, out: &mut Vec<Output>) {
-        let Some(from) = self.log.position_after(its_last) else {
-            return;
-        };
-        let entries = self.log.suffix(from);
-        let commit = self.log.committed();
+    /// Sends the next piece of `follower`'s DIFF: what follows `base` (which it holds), at
+    /// most `diff_entries` / about `diff_bytes`. The piece that reaches our last entry
+    /// makes it in sync: proposals follow it on the same stream.
+    pub(super) fn send_diff_piece(&mut self, follower: &NodeId, out: &mut Vec<Output>) {
+        let (now, last, commit) = (self.now, self.log.last_zxid(), self.log.committed());
         let Role::Leading(l) = &mut self.role else {
             return;
         };
-        if let Some(p) = l.followers.get_mut(follower) {
-            p.in_sync = true;
-        }
+        let Some(p) = l.followers.get_mut(follower) else {
+            return;
+        };
+        let SyncState::Diff { base, .. } = p.sync else {
+            return;
+        };
+        let Some(from) = self.log.position_after(base) else {
+            // Compacted away while it was syncing: it needs the snapshot now.
+            return self.start_snapshot(follower, out);
+        };
+        let entries = self
+            .log
+            .piece(from, self.snapshots.diff_entries, self.snapshots.diff_bytes);
+        let through = entries.last().map_or(base, |e| e.zxid);
+        p.sync = if through == last {
+            SyncState::InSync
+        } else {
+            SyncState::Diff {
+                base,
+                through,
+                at: now,
+            }
+        };
         send(
             out,
             follower,
-            messages::sync(l.epoch, its_last, entries, commit),
+            messages::sync(l.epoch, base, entries, commit),
         );
+    }
+
+    /// Re-sends the piece of a DIFF or snapshot whose acknowledgement did not come (lost,
+    /// or the follower restarted): every half election timeout while one is outstanding.
+    pub(super) fn resend_stalled_syncs(&mut self, out: &mut Vec<Output>) {
+        let now = self.now;
+        let patience = self.timing.election_timeout_ms / 2;
+        let Role::Leading(l) = &self.role else {
+            return;
+        };
+        let stalled: Vec<(NodeId, bool)> = l
+            .followers
+            .iter()
+            .filter_map(|(m, p)| match p.sync {
+                SyncState::Diff { at, .. } if now.saturating_sub(at) >= patience => {
+                    Some((m.clone(), false))
+                }
+                SyncState::Snapshot { at, .. } if now.saturating_sub(at) >= patience => {
+                    Some((m.clone(), true))
+                }
+                _ => None,
+            })
+            .collect();
+        for (m, snapshot) in stalled {
+            if snapshot {
+                self.send_snapshot_piece(&m, out);
+            } else {
+                self.send_diff_piece(&m, out);
+            }
+        }
     }
 
     pub(super) fn on_ack(&mut self, from: NodeId, epoch: u64, zxid: Zxid, out: &mut Vec<Output>) {
@@ -66,9 +120,24 @@ impl Engine {
         if l.epoch != epoch {
             return;
         }
+        let mut next_piece = false;
         if let Some(p) = l.followers.get_mut(&from) {
             p.acked = p.acked.max(zxid);
             p.last_heard = now;
+            if let SyncState::Diff { through, .. } = p.sync {
+                if zxid >= through {
+                    // Its log is ours up to `zxid` now: the next piece follows it.
+                    p.sync = SyncState::Diff {
+                        base: zxid,
+                        through: zxid,
+                        at: now,
+                    };
+                    next_piece = true;
+                }
+            }
+        }
+        if next_piece {
+            self.send_diff_piece(&from, out);
         }
         self.try_commit(out);
         self.progress_reconfig(out);
@@ -94,7 +163,9 @@ impl Engine {
         if let Some(p) = l.followers.get_mut(&from) {
             p.hb_acked = p.hb_acked.max(seq);
             p.last_heard = now;
-            if !p.in_sync {
+            if matches!(p.sync, SyncState::Diff { .. } | SyncState::Snapshot { .. }) {
+                // Being synced in pieces: the next piece follows the last one's ack.
+            } else if !p.in_sync() {
                 // It answers our heartbeat, so a `Sync` of ours reached it in this epoch: its
                 // log is a prefix of ours. We forgot that (it was removed and added back, or
                 // we re-created its progress): send what it lacks, which puts it in sync.
@@ -117,7 +188,9 @@ impl Engine {
         self.answer_reads(out);
         self.progress_reconfig(out);
         if behind {
-            self.catch_up(&from, last_zxid, out);
+            // Re-sends what it lacks after `last_zxid` (a zxid of our log, as its log is a
+            // prefix of ours), in pieces; proposals wait until it has all of it.
+            self.start_sync(&from, last_zxid, out);
         }
     }
 
@@ -194,6 +267,7 @@ impl Engine {
         if !self.log.commit_to(new_len, out) {
             return;
         }
+        self.log.maybe_compact(&self.id, &self.snapshots, out);
         let (config_zxid, config) = self.log.committed_membership();
         if config_zxid != config_before
             && !config.contains(&self.id)

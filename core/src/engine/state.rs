@@ -2,6 +2,7 @@
 //! starts it afresh and leaving it drops it (nothing to reset by hand).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::events::{ClientReply, RequestId};
 use crate::game::{Game, GameError};
@@ -62,15 +63,49 @@ pub(super) struct CandidateState {
 pub(super) struct FollowerState {
     pub leader: NodeId,
     pub last_contact: u64,
-    /// Our log is a prefix of the leader's log (set by its `Sync`).
+    /// Our log is a prefix of the leader's log (set by its `Sync`, or by installing its
+    /// snapshot).
     pub synced: bool,
+    /// The leader's snapshot as it arrives in pieces.
+    pub receiving: Option<IncomingSnapshot>,
+}
+
+/// A snapshot arriving in pieces: the bytes so far, and when the last piece came.
+#[derive(Debug)]
+pub(super) struct IncomingSnapshot {
+    pub zxid: Zxid,
+    pub total: u64,
+    pub data: Vec<u8>,
+    pub at: u64,
+}
+
+/// Where a leader is in bringing one follower's log up to its own.
+#[derive(Debug, Default)]
+pub(super) enum SyncState {
+    /// Nothing sent in this epoch: only heartbeats go to it.
+    #[default]
+    NotSynced,
+    /// Sending our snapshot at `zxid` in pieces: `acked` bytes are confirmed, the piece
+    /// from `sent` was sent at `at`.
+    Snapshot {
+        zxid: Zxid,
+        data: Arc<Vec<u8>>,
+        acked: u64,
+        sent: u64,
+        at: u64,
+    },
+    /// Sending our log in pieces: the follower holds our log through `base`, the piece up to
+    /// `through` was sent at `at`.
+    Diff { base: Zxid, through: Zxid, at: u64 },
+    /// Everything was sent: proposals and commits follow.
+    InSync,
 }
 
 /// What a leader knows of one follower.
 #[derive(Debug, Default)]
 pub(super) struct FollowerProgress {
-    /// A `Sync` was sent in this epoch: proposals may follow it.
-    pub in_sync: bool,
+    /// How far its sync has got: proposals follow only once it is `InSync`.
+    pub sync: SyncState,
     /// Highest zxid this follower has on disk, matching our log.
     pub acked: Zxid,
     pub last_heard: u64,
@@ -138,12 +173,19 @@ pub(super) struct LeaderState {
     pub stopping_since: Option<u64>,
 }
 
+impl FollowerProgress {
+    /// The whole log up to ours was sent to it in this epoch: proposals may follow.
+    pub fn in_sync(&self) -> bool {
+        matches!(self.sync, SyncState::InSync)
+    }
+}
+
 impl LeaderState {
-    /// Followers that were sent a `Sync` in this epoch: proposals and commits go to them.
+    /// Followers that were sent our whole log in this epoch: proposals and commits go to them.
     pub fn in_sync_followers(&self) -> Vec<NodeId> {
         self.followers
             .iter()
-            .filter(|(_, p)| p.in_sync)
+            .filter(|(_, p)| p.in_sync())
             .map(|(m, _)| m.clone())
             .collect()
     }

@@ -2,7 +2,7 @@
 //! game rules, and the final heal-and-check.
 
 use guessgame_core::game::Game;
-use guessgame_core::{ClientReply, Entry, Op, RoleKind, StorageOp, Zxid};
+use guessgame_core::{ClientReply, Entry, Op, Output, RoleKind, Snapshot, StorageOp, Zxid};
 
 use crate::clients::ReqKind;
 use crate::network::Faults;
@@ -114,10 +114,98 @@ impl Sim {
         node.applies += 1;
     }
 
+    /// Node `i` replaced its applied state with its leader's snapshot: it must be the
+    /// committed sequence's state at the snapshot's zxid, and never go back.
+    pub fn on_restore(&mut self, i: usize, snapshot: Snapshot) {
+        let node = &self.nodes[i];
+        let Some(len) = self.committed.iter().position(|e| e.zxid == snapshot.zxid) else {
+            let msg = format!(
+                "{} restored a snapshot at {}, which is not in the committed sequence",
+                node.id, snapshot.zxid
+            );
+            self.fail(msg);
+        };
+        let len = len + 1;
+        if len < node.applied_len {
+            let msg = format!(
+                "{} restored a snapshot at {} below what it had applied ({})",
+                node.id, snapshot.zxid, node.applied.applied
+            );
+            self.fail(msg);
+        }
+        let mut replay = Game::default();
+        for e in &self.committed[..len] {
+            replay.apply(e);
+        }
+        if replay != snapshot.game {
+            let msg = format!(
+                "{}: the snapshot at {} holds a game unlike the committed sequence's",
+                node.id, snapshot.zxid
+            );
+            self.fail(msg);
+        }
+        self.stats.installs += 1;
+        let node = &mut self.nodes[i];
+        node.applied = snapshot.game;
+        node.applied_len = len;
+    }
+
+    /// Entries of the global committed sequence up to and including `zxid` (ZERO: none);
+    /// `None` when `zxid` is not in it.
+    pub fn global_len(&self, zxid: Zxid) -> Option<usize> {
+        if zxid == Zxid::ZERO {
+            return Some(0);
+        }
+        self.committed
+            .binary_search_by(|e| e.zxid.cmp(&zxid))
+            .ok()
+            .map(|k| k + 1)
+    }
+
+    /// `id` committed `new` right after the end of the global committed sequence: each must
+    /// follow the game's rules and change at most one voter.
+    fn extend_committed(&mut self, id: &str, new: Vec<Entry>) {
+        for e in &new {
+            if let Err(why) = game_rule(&self.referee, e) {
+                self.fail(format!(
+                    "{id} committed {e:?}, which breaks the game: {why}"
+                ));
+            }
+            if self.committed.last().is_some_and(|l| l.zxid >= e.zxid) {
+                self.fail(format!("{id} committed {} out of zxid order", e.zxid));
+            }
+            self.referee.apply(e);
+            if let Op::Config(next) = &e.op {
+                if let Some(prev) = &self.referee_config {
+                    let changed = prev
+                        .voter_ids()
+                        .filter(|v| !next.is_voter(v))
+                        .chain(next.voter_ids().filter(|v| !prev.is_voter(v)))
+                        .count();
+                    if changed > 1 {
+                        self.fail(format!(
+                            "{id} committed configuration {next} at {}: {changed} voters changed from {prev}",
+                            e.zxid
+                        ));
+                    }
+                }
+                if self.trace {
+                    eprintln!(
+                        "[{:>7}] configuration {next} committed at {}",
+                        self.now, e.zxid
+                    );
+                }
+                self.referee_config = Some(next.clone());
+            }
+        }
+        self.committed.extend(new);
+    }
+
     // ------------------------------------------------------------------ invariants
 
     /// Checks node `i` after it persisted `ops`.
-    pub fn check_node(&mut self, i: usize, ops: &[StorageOp]) {
+    /// `outputs` are the rest of the batch (after its persists): the applies and restores.
+    pub fn check_node(&mut self, i: usize, ops: &[StorageOp], outputs: &[Output]) {
         let node = &self.nodes[i];
         let Some(engine) = node.engine.as_ref() else {
             return;
@@ -129,6 +217,8 @@ impl Sim {
         if durable.accepted_epoch != engine.accepted_epoch()
             || durable.current_epoch != engine.current_epoch()
             || durable.committed != engine.committed()
+            || durable.log_start != engine.log_start()
+            || durable.snapshot.as_ref() != engine.snapshot()
             || durable.log.len() != engine.log().len()
             || durable.log.last().map(|e| e.zxid)
                 != Some(engine.last_zxid()).filter(|_| !durable.log.is_empty())
@@ -139,10 +229,12 @@ impl Sim {
                 engine.accepted_epoch(), engine.current_epoch(), engine.committed(), engine.log().len()
             ));
         }
-        if ops
-            .iter()
-            .any(|op| matches!(op, StorageOp::Append(_) | StorageOp::TruncateAfter(_)))
-        {
+        if ops.iter().any(|op| {
+            matches!(
+                op,
+                StorageOp::Append(_) | StorageOp::TruncateAfter(_) | StorageOp::SaveSnapshot { .. }
+            )
+        }) {
             self.check_durable_full(i);
         }
         // The log is strictly ordered by zxid (checked where it changes).
@@ -187,26 +279,65 @@ impl Sim {
             }
         }
 
-        // 2 and 3. Committed prefixes agree with the one global committed sequence.
+        // 2 and 3. Committed prefixes agree with the one global committed sequence. What this
+        // batch committed comes out as `Apply`s (a snapshot install as a `Restore`); the
+        // entries may be compacted away in the same batch, so the global sequence learns
+        // them from there first.
+        let id = &id.clone();
+        let mut pos = node.applied_len;
+        for o in outputs {
+            match o {
+                Output::Restore(s) => match self.global_len(s.zxid) {
+                    Some(len) => pos = len,
+                    None => self.fail(format!(
+                        "{id} installed a snapshot at {}, which was never committed",
+                        s.zxid
+                    )),
+                },
+                Output::Apply(e) => {
+                    if pos == self.committed.len() {
+                        self.extend_committed(id, vec![e.clone()]);
+                    } else if pos > self.committed.len() {
+                        self.fail(format!(
+                            "{id} applied {} as entry #{pos}, past the end of the committed sequence ({})",
+                            e.zxid,
+                            self.committed.len()
+                        ));
+                    }
+                    pos += 1;
+                }
+                _ => {}
+            }
+        }
+        let node = &self.nodes[i];
+        let engine = node.engine.as_ref().expect("up");
+        let start = engine.log_start();
+        let Some(offset) = self.global_len(start) else {
+            self.fail(format!(
+                "{id} compacted its log through {start}, which is not in the committed sequence"
+            ));
+        };
         let mine = engine.committed_entries();
-        let known = self.committed.len().min(mine.len());
+        let known = self.committed.len().saturating_sub(offset).min(mine.len());
         // Entries this incarnation already matched in full are compared by zxid only.
-        let verified = node.verified.min(known);
+        let verified = node.verified.saturating_sub(offset).min(known);
         let differs = |k: usize| {
             if k < verified {
-                mine[k].zxid != self.committed[k].zxid
+                mine[k].zxid != self.committed[offset + k].zxid
             } else {
-                mine[k] != self.committed[k]
+                mine[k] != self.committed[offset + k]
             }
         };
         if let Some(k) = (0..known).find(|&k| differs(k)) {
             self.fail(format!(
-                "{id} committed {:?} at position {k}, but {:?} was committed there before",
-                mine[k], self.committed[k]
+                "{id} committed {:?} at position {}, but {:?} was committed there before",
+                mine[k],
+                offset + k,
+                self.committed[offset + k]
             ));
         }
-        if mine.len() > self.committed.len() {
-            let new: Vec<Entry> = mine[self.committed.len()..].to_vec();
+        if offset + mine.len() > self.committed.len() {
+            let new: Vec<Entry> = mine[self.committed.len() - offset..].to_vec();
             if self.trace {
                 eprintln!(
                     "[{:>7}] {id} commits {} more, up to {}",
@@ -215,39 +346,11 @@ impl Sim {
                     engine.committed()
                 );
             }
-            for e in &new {
-                if let Err(why) = game_rule(&self.referee, e) {
-                    self.fail(format!(
-                        "{id} committed {e:?}, which breaks the game: {why}"
-                    ));
-                }
-                self.referee.apply(e);
-                if let Op::Config(next) = &e.op {
-                    if let Some(prev) = &self.referee_config {
-                        let changed = prev
-                            .voter_ids()
-                            .filter(|v| !next.is_voter(v))
-                            .chain(next.voter_ids().filter(|v| !prev.is_voter(v)))
-                            .count();
-                        if changed > 1 {
-                            self.fail(format!(
-                                "{id} committed configuration {next} at {}: {changed} voters changed from {prev}",
-                                e.zxid
-                            ));
-                        }
-                    }
-                    if self.trace {
-                        eprintln!(
-                            "[{:>7}] configuration {next} committed at {}",
-                            self.now, e.zxid
-                        );
-                    }
-                    self.referee_config = Some(next.clone());
-                }
-            }
-            self.committed.extend(new);
+            self.extend_committed(id, new);
         }
-        let verified = mine.len();
+        let node = &self.nodes[i];
+        let engine = node.engine.as_ref().expect("up");
+        let verified = offset + engine.committed_entries().len();
 
         // 4. Equal applied zxid, equal game.
         let game = engine.game();
@@ -301,10 +404,17 @@ impl Sim {
         let l = self
             .converged()
             .unwrap_or_else(|why| self.fail(format!("not converged: {why}")));
-        let log = self.engine(l).committed_entries();
-        if log.len() != self.committed.len() || log.iter().zip(&self.committed).any(|(a, b)| a != b)
-        {
+        let leader = self.engine(l);
+        let log = leader.committed_entries();
+        let offset = self.global_len(leader.log_start());
+        if offset.is_none_or(|o| {
+            o + log.len() != self.committed.len()
+                || log.iter().zip(&self.committed[o..]).any(|(a, b)| a != b)
+        }) {
             self.fail("the final committed log is not the global committed sequence");
+        }
+        if *leader.game() != self.referee {
+            self.fail("the final game is not the game of the global committed sequence");
         }
         for (k, r) in self.requests.iter().enumerate() {
             let req = k as u64 + 1;

@@ -61,7 +61,10 @@
 //!   - `regressions.rs`: one scenario per engine bug the campaign found;
 //!   - `membership.rs`: growing and shrinking the ensemble, learners, removed nodes;
 //!   - `handover.rs`: a stopping leader handing over, early elections on connection loss;
-//!   - `forwarding.rs`: moves sent to followers, forwarded to the leader in the protocol.
+//!   - `forwarding.rs`: moves sent to followers, forwarded to the leader in the protocol;
+//!   - `snapshots.rs`: snapshots sent in pieces, compaction, restarts from a snapshot;
+//!   - `bridge.rs`: non-transitive partitions (a leader cut from all followers but one),
+//!     nodes that see only a minority, failed candidates and healthy leaders.
 
 mod chaos;
 mod checks;
@@ -71,9 +74,11 @@ mod node;
 mod rng;
 mod sim;
 
+mod bridge;
 mod campaign;
 mod forwarding;
 mod handover;
 mod membership;
 mod regressions;
 mod scenarios;
+mod snapshots;

@@ -99,6 +99,19 @@ impl Sim {
             self.fail(format!("{} sent a message to itself", node_id(from)));
         }
         self.stats.sent += 1;
+        // Catch-up goes in bounded pieces (what the transport's message limit needs).
+        let oversized = match &msg {
+            Message::Sync { entries, .. } => entries.len() > self.snapshots.diff_entries,
+            Message::SnapshotChunk { data, .. } => data.len() > self.snapshots.chunk_bytes,
+            _ => false,
+        };
+        if oversized {
+            self.fail(format!(
+                "{} sent a {} larger than a piece may be",
+                node_id(from),
+                msg.kind()
+            ));
+        }
         if self.rng.chance(self.faults.drop) || self.lose_kinds.contains(&msg.kind()) {
             self.stats.dropped += 1;
             return;

@@ -76,6 +76,7 @@ impl Sim {
     pub fn start(&mut self, i: usize) {
         let seed = self.rng.next_u64();
         let bootstrap = self.bootstrap(i);
+        let policy = self.snapshots.clone();
         let node = &mut self.nodes[i];
         let engine = Engine::with_membership(
             node.id.clone(),
@@ -83,11 +84,11 @@ impl Sim {
             timing(),
             node.store.state.clone(),
             seed,
-        );
+        )
+        .with_snapshot_policy(policy);
         node.boot = self.now;
         node.clock_base = (0, self.now);
         node.applied = engine.game().clone();
-        node.applied_len = engine.committed_entries().len();
         node.last_checked_applied = None;
         node.verified = 0;
         node.paused_until = None;
@@ -98,10 +99,18 @@ impl Sim {
         if self.trace {
             eprintln!("[{:>7}] {} starts", self.now, node_id(i));
         }
-        self.check_node(i, &[]);
-        // The engine rebuilds its game from the committed log: it must equal a replay.
+        self.check_node(i, &[], &[]);
+        // The engine rebuilds its game from its snapshot and committed log: it must equal a
+        // replay of the committed sequence.
+        let Some(len) = self.global_len(self.engine(i).committed()) else {
+            self.fail(format!(
+                "{} restarted with a commit point that was never committed",
+                node_id(i)
+            ));
+        };
+        self.nodes[i].applied_len = len;
         let mut replay = Game::default();
-        for e in self.engine(i).committed_entries() {
+        for e in &self.committed[..len] {
             replay.apply(e);
         }
         if &replay != self.engine(i).game() {

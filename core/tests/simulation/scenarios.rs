@@ -58,6 +58,7 @@ fn state(epochs: &[(u64, u64)], accepted: u64, committed: Zxid) -> Persistent {
         current_epoch: accepted,
         log: log_of(epochs),
         committed,
+        ..Persistent::default()
     }
 }
 
@@ -513,7 +514,7 @@ fn harness_detects_injected_violations() {
                 leader: node_id(other),
             },
         };
-        sim.check_node(other, &[StorageOp::Append(vec![marker])]);
+        sim.check_node(other, &[StorageOp::Append(vec![marker])], &[]);
     });
 
     // A read answered with an index older than an acknowledged write.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use guessgame_core::game::Game;
 use guessgame_core::{
-    split_early, Engine, Entry, Event, Membership, NodeId, Output, Persistent, RoleKind, StorageOp,
-    Timing, Zxid,
+    split_early, Engine, Entry, Event, Membership, NodeId, Output, Persistent, RoleKind,
+    SnapshotPolicy, StorageOp, Timing, Zxid,
 };
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::Layer as _;
@@ -22,6 +22,20 @@ use crate::rng::Rng;
 pub const HEARTBEAT_MS: u64 = 100;
 pub const ELECTION_TIMEOUT_MS: u64 = 1000;
 pub const STEP_MS: u64 = 5;
+
+/// Small enough that every seed snapshots, compacts and sends snapshots many times over:
+/// a snapshot every 12 committed entries, 4 kept below it, snapshots sent in pieces of 48
+/// bytes (several per snapshot) and DIFFs of at most 5 entries.
+pub fn snapshot_policy() -> SnapshotPolicy {
+    SnapshotPolicy {
+        every_entries: 12,
+        every_bytes: u64::MAX,
+        retain_entries: 4,
+        chunk_bytes: 48,
+        diff_entries: 5,
+        diff_bytes: 1 << 20,
+    }
+}
 
 pub fn timing() -> Timing {
     Timing {
@@ -80,6 +94,10 @@ pub struct Stats {
     pub peer_lost: u64,
     /// Graceful stops (`Shutdown`, then the process exits a little later).
     pub stops: u64,
+    /// Snapshots made durable (taken, or installed from a leader).
+    pub snapshots: u64,
+    /// Leader snapshots installed by followers (SNAP).
+    pub installs: u64,
 }
 
 pub struct Sim {
@@ -118,6 +136,8 @@ pub struct Sim {
     pub lost_notice: f64,
     pub steps: u64,
     pub next_full_check: u64,
+    /// What every engine snapshots and syncs by (`snapshot_policy()` unless a test changes it).
+    pub snapshots: SnapshotPolicy,
     pub trace: bool,
     pub stats: Stats,
     pub engine_errors: Arc<AtomicUsize>,
@@ -172,6 +192,7 @@ impl Sim {
             lost_notice: 0.9,
             steps: 0,
             next_full_check: 0,
+            snapshots: snapshot_policy(),
             trace,
             stats: Stats::default(),
             engine_errors,
@@ -419,8 +440,12 @@ impl Sim {
         // 1. Durable, atomically.
         if !ops.is_empty() {
             self.nodes[i].store.state.apply(&ops);
+            self.stats.snapshots += ops
+                .iter()
+                .filter(|op| matches!(op, StorageOp::SaveSnapshot { .. }))
+                .count() as u64;
         }
-        self.check_node(i, &ops);
+        self.check_node(i, &ops, &rest);
         // 2. Then sends, applies and replies, in order; a crash may cut them short.
         let crash_after = crash_at.map(|k| k - n_early - 1);
         let mut done = 0;
@@ -435,6 +460,7 @@ impl Sim {
             match o {
                 Output::Send { to, msg } => self.send(i, &to, msg),
                 Output::Apply(entry) => self.on_apply(i, entry),
+                Output::Restore(snapshot) => self.on_restore(i, snapshot),
                 Output::Reply { req, result } => self.on_reply(i, req, result),
                 Output::Persist(_) | Output::SendEarly { .. } => unreachable!(),
             }
@@ -447,13 +473,13 @@ impl Sim {
         let log_changed = ops.iter().any(StorageOp::changes_log);
         let node = &self.nodes[i];
         let engine = node.engine.as_ref().expect("up");
-        if node.applied != *engine.game() || node.applied_len != engine.committed_entries().len() {
+        let committed_len = self.global_len(engine.committed());
+        if node.applied != *engine.game() || Some(node.applied_len) != committed_len {
             self.fail(format!(
-                "{}: the applied game ({} entries, applied {}) differs from the engine's ({} committed, applied {})",
+                "{}: the applied game ({} entries, applied {}) differs from the engine's ({committed_len:?} committed, applied {})",
                 node.id,
                 node.applied_len,
                 node.applied.applied,
-                engine.committed_entries().len(),
                 engine.game().applied
             ));
         }
@@ -510,7 +536,7 @@ impl Sim {
                     node_id(l)
                 ));
             }
-            if e.committed_entries() != le.committed_entries() || e.log() != le.log() {
+            if !same_log(e, le) {
                 return Err(format!(
                     "{} has committed {} / last {}, leader {}",
                     node.id,
@@ -561,10 +587,22 @@ impl Sim {
     }
 }
 
+/// `a` and `b` hold the same log and commit point: equal where both hold entries (each may
+/// have compacted a different prefix away) and ending at the same zxid.
+pub fn same_log(a: &Engine, b: &Engine) -> bool {
+    if a.committed() != b.committed() || a.last_zxid() != b.last_zxid() {
+        return false;
+    }
+    let from = a.log_start().max(b.log_start());
+    let held =
+        |e: &Engine| -> Vec<Entry> { e.log().iter().filter(|x| x.zxid > from).cloned().collect() };
+    held(a) == held(b)
+}
+
 pub fn summary(sim: &Sim) -> String {
     let s = &sim.stats;
     format!(
-        "seed {} n={} t={}s epochs={} committed={} writes_ok={} guesses_ok={} reads_ok={} reconfigs_ok={} unknown={} crashes={} stops={} peer_lost={} partitions={} pauses={} sent={} dropped={} dup={}",
+        "seed {} n={} t={}s epochs={} committed={} writes_ok={} guesses_ok={} reads_ok={} reconfigs_ok={} unknown={} crashes={} stops={} peer_lost={} snapshots={} installs={} partitions={} pauses={} sent={} dropped={} dup={}",
         sim.seed,
         sim.n(),
         sim.now / 1000,
@@ -578,6 +616,8 @@ pub fn summary(sim: &Sim) -> String {
         s.crashes,
         s.stops,
         s.peer_lost,
+        s.snapshots,
+        s.installs,
         s.partitions,
         s.pauses,
         s.sent,
