@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use guessgame_core::{rules, Timing};
+use guessgame_core::{rules, SnapshotPolicy, Timing};
 
 pub const CONFIG_ENV: &str = "GUESSGAME_CONFIG";
 
@@ -39,6 +39,18 @@ pub struct Config {
     /// Where `logs_<node_id>.db` files go (overridden by `--data-dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Snapshot the committed state every this many committed entries (ZooKeeper's
+    /// `snapCount`), then drop the log below `snapshot_retain` entries under it.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: usize,
+    /// Entries kept below a snapshot, so that a follower a little behind gets a DIFF.
+    #[serde(default = "default_snapshot_retain")]
+    pub snapshot_retain: usize,
+    /// The largest peer message (one batch of a peer stream) a node accepts, in bytes.
+    /// Catch-up pieces (DIFF and snapshot) are sized to fit well inside it. Lowered by tests,
+    /// so that "a follower further behind than one message holds" takes seconds to set up.
+    #[serde(default = "default_max_peer_message_bytes")]
+    pub max_peer_message_bytes: usize,
     pub nodes: Vec<NodeConfig>,
 }
 
@@ -51,6 +63,26 @@ fn default_election_timeout() -> u64 {
 fn default_request_timeout() -> u64 {
     5000
 }
+fn default_snapshot_every() -> usize {
+    SnapshotPolicy::default().every_entries
+}
+fn default_snapshot_retain() -> usize {
+    SnapshotPolicy::default().retain_entries
+}
+fn default_max_peer_message_bytes() -> usize {
+    DEFAULT_MAX_PEER_MESSAGE_BYTES
+}
+/// More entries than this below a snapshot would defeat the point of snapshotting.
+pub const MAX_SNAPSHOT_RETAIN: usize = 10_000_000;
+/// The peer service's decode limit unless the configuration says otherwise.
+pub const DEFAULT_MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
+/// Bounds of `max_peer_message_bytes`: below the lower one a batch of ordinary proposals
+/// would not fit; above the upper one a peer could make a node buffer gigabytes.
+pub const MIN_PEER_MESSAGE_BYTES: usize = 16 << 10;
+pub const MAX_PEER_MESSAGE_BYTES: usize = 1 << 30;
+/// A catch-up piece takes at most this share of the peer message limit (its entries are
+/// counted approximately; a piece is one message of a batch).
+const PIECE_SHARE: usize = 4;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -84,6 +116,9 @@ impl Config {
             request_timeout_ms: default_request_timeout(),
             quorum_size: None,
             data_dir: None,
+            snapshot_every: default_snapshot_every(),
+            snapshot_retain: default_snapshot_retain(),
+            max_peer_message_bytes: default_max_peer_message_bytes(),
             nodes: (1..=count)
                 .map(|i| NodeConfig {
                     id: format!("node{i}"),
@@ -183,7 +218,57 @@ impl Config {
                 self.election_timeout_ms, self.heartbeat_interval_ms
             )));
         }
+        if self.snapshot_every == 0 {
+            return Err(ConfigError::Invalid(
+                "snapshot_every (--snapshot-every) must be at least 1 committed entry, got 0"
+                    .into(),
+            ));
+        }
+        if self.snapshot_retain > MAX_SNAPSHOT_RETAIN {
+            return Err(ConfigError::Invalid(format!(
+                "snapshot_retain (--snapshot-retain) must be at most {MAX_SNAPSHOT_RETAIN} \
+                 entries, got {}",
+                self.snapshot_retain
+            )));
+        }
+        if !(MIN_PEER_MESSAGE_BYTES..=MAX_PEER_MESSAGE_BYTES).contains(&self.max_peer_message_bytes)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "max_peer_message_bytes (--max-peer-message-bytes) must be between \
+                 {MIN_PEER_MESSAGE_BYTES} and {MAX_PEER_MESSAGE_BYTES}, got {}",
+                self.max_peer_message_bytes
+            )));
+        }
         Ok(())
+    }
+
+    /// When the node snapshots, how much log it keeps, and how big catch-up pieces are: the
+    /// core's defaults, made smaller where a piece would not fit well inside
+    /// `max_peer_message_bytes`.
+    pub fn snapshot_policy(&self) -> SnapshotPolicy {
+        let d = SnapshotPolicy::default();
+        let piece = (self.max_peer_message_bytes / PIECE_SHARE).max(1);
+        SnapshotPolicy {
+            every_entries: self.snapshot_every,
+            retain_entries: self.snapshot_retain,
+            chunk_bytes: d.chunk_bytes.min(piece),
+            diff_bytes: d.diff_bytes.min(piece as u64),
+            ..d
+        }
+    }
+
+    /// Settings given on the command line (or in the environment) replace the file's.
+    pub fn override_with(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        if let Some(v) = o.snapshot_every {
+            self.snapshot_every = v;
+        }
+        if let Some(v) = o.snapshot_retain {
+            self.snapshot_retain = v;
+        }
+        if let Some(v) = o.max_peer_message_bytes {
+            self.max_peer_message_bytes = v;
+        }
+        self.validate()
     }
 
     pub fn quorum(&self) -> usize {
@@ -222,6 +307,15 @@ impl Config {
             .find(|n| n.id == id)
             .map(|n| n.address.as_str())
     }
+}
+
+/// Node settings that `guessgame-node` flags (`--snapshot-every`, `--snapshot-retain`,
+/// `--max-peer-message-bytes`) set over the configuration file's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub snapshot_every: Option<usize>,
+    pub snapshot_retain: Option<usize>,
+    pub max_peer_message_bytes: Option<usize>,
 }
 
 /// Set in a StatefulSet pod: the number of ensemble members. Turns on the pod mode
@@ -443,6 +537,9 @@ impl PodSettings {
                 .unwrap_or_else(default_request_timeout),
             quorum_size: None,
             data_dir: None,
+            snapshot_every: default_snapshot_every(),
+            snapshot_retain: default_snapshot_retain(),
+            max_peer_message_bytes: default_max_peer_message_bytes(),
             nodes,
         };
         config.validate()?;

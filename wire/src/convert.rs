@@ -254,6 +254,28 @@ pub fn message_to_pb(m: &Message) -> pb::PeerMessage {
             entries: entries.iter().map(entry_to_pb).collect(),
             commit: Some(zxid_to_pb(*commit)),
         }),
+        Message::SnapshotChunk {
+            epoch,
+            zxid,
+            offset,
+            total,
+            data,
+        } => Body::SnapshotChunk(pb::SnapshotChunk {
+            epoch: *epoch,
+            zxid: Some(zxid_to_pb(*zxid)),
+            offset: *offset,
+            total: *total,
+            data: data.clone(),
+        }),
+        Message::SnapshotAck {
+            epoch,
+            zxid,
+            received,
+        } => Body::SnapshotAck(pb::SnapshotAck {
+            epoch: *epoch,
+            zxid: Some(zxid_to_pb(*zxid)),
+            received: *received,
+        }),
         Message::Proposal {
             epoch,
             prev,
@@ -334,6 +356,23 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
             truncate_to: zxid_from_pb(s.truncate_to),
             entries: entries_from_pb(s.entries)?,
             commit: zxid_from_pb(s.commit),
+        },
+        Body::SnapshotChunk(c) => {
+            if c.offset.saturating_add(c.data.len() as u64) > c.total {
+                return Err(WireError::Invalid("snapshot piece past its total".into()));
+            }
+            Message::SnapshotChunk {
+                epoch: c.epoch,
+                zxid: zxid_from_pb(c.zxid),
+                offset: c.offset,
+                total: c.total,
+                data: c.data,
+            }
+        }
+        Body::SnapshotAck(a) => Message::SnapshotAck {
+            epoch: a.epoch,
+            zxid: zxid_from_pb(a.zxid),
+            received: a.received,
         },
         Body::Proposal(p) => Message::Proposal {
             epoch: p.epoch,
@@ -442,6 +481,18 @@ mod tests {
                 config: Zxid::new(3, 2),
             },
             Message::StepDown { epoch: 3 },
+            Message::SnapshotChunk {
+                epoch: 3,
+                zxid: Zxid::new(2, 9),
+                offset: 4,
+                total: 10,
+                data: b"abcdef".to_vec(),
+            },
+            Message::SnapshotAck {
+                epoch: 3,
+                zxid: Zxid::new(2, 9),
+                received: 10,
+            },
             Message::Forward {
                 req: 7,
                 op: guessgame_core::GameMove::Guess {

@@ -24,6 +24,90 @@ fn quorum_that_is_not_a_majority_is_refused() {
 }
 
 #[test]
+fn snapshot_settings_come_from_the_file_and_bad_ones_are_refused() {
+    let text = "snapshot_every = 500\nsnapshot_retain = 50\n[[nodes]]\nid='a'\naddress='h:1'\n";
+    let c: Config = toml::from_str(text).unwrap();
+    c.validate().unwrap();
+    let p = c.snapshot_policy();
+    assert_eq!((p.every_entries, p.retain_entries), (500, 50));
+    let d = Config::default().snapshot_policy();
+    assert_eq!(d, guessgame_core::SnapshotPolicy::default());
+    assert_eq!(
+        Config::default().max_peer_message_bytes,
+        64 << 20,
+        "the peer message limit stays 64 MiB unless configured"
+    );
+    let zero = Config {
+        snapshot_every: 0,
+        ..Default::default()
+    };
+    let err = zero.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("snapshot_every (--snapshot-every) must be at least 1"),
+        "{err}"
+    );
+    let huge = Config {
+        snapshot_retain: MAX_SNAPSHOT_RETAIN + 1,
+        ..Default::default()
+    };
+    let err = huge.validate().unwrap_err().to_string();
+    assert!(err.contains("snapshot_retain"), "{err}");
+    // Keeping no entries below a snapshot is allowed (every follower behind it gets SNAP).
+    Config {
+        snapshot_retain: 0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+}
+
+#[test]
+fn a_lowered_peer_message_limit_shrinks_the_catch_up_pieces_to_fit() {
+    let text = "max_peer_message_bytes = 65536\n[[nodes]]\nid='a'\naddress='h:1'\n";
+    let c: Config = toml::from_str(text).unwrap();
+    c.validate().unwrap();
+    let p = c.snapshot_policy();
+    assert_eq!((p.chunk_bytes, p.diff_bytes), (16 << 10, 16 << 10));
+    assert_eq!(
+        p.every_entries,
+        guessgame_core::SnapshotPolicy::default().every_entries
+    );
+    for bad in [0, MIN_PEER_MESSAGE_BYTES - 1, MAX_PEER_MESSAGE_BYTES + 1] {
+        let c = Config {
+            max_peer_message_bytes: bad,
+            ..Default::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("max_peer_message_bytes"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn command_line_overrides_replace_the_file_settings_and_are_validated() {
+    let mut c = Config::default();
+    c.override_with(&Overrides {
+        snapshot_every: Some(40),
+        snapshot_retain: None,
+        max_peer_message_bytes: Some(1 << 20),
+    })
+    .unwrap();
+    assert_eq!(c.snapshot_every, 40);
+    assert_eq!(
+        c.snapshot_retain,
+        guessgame_core::SnapshotPolicy::default().retain_entries
+    );
+    assert_eq!(c.max_peer_message_bytes, 1 << 20);
+    let err = c
+        .override_with(&Overrides {
+            snapshot_every: Some(0),
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--snapshot-every"), "{err}");
+}
+
+#[test]
 fn toml_round_trips_and_unknown_keys_are_errors() {
     let c = Config::local(3, 9000);
     let back: Config = toml::from_str(&c.to_toml()).unwrap();
