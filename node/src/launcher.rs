@@ -10,12 +10,13 @@ use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use guessgame_wire::config::Config;
+use guessgame_wire::config::{Config, Overrides};
 
 pub async fn run_all(
     config: &Config,
     config_path: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    overrides: &Overrides,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding guessgame-node's own path")?;
     let mut children: Vec<(String, Child)> = Vec::new();
@@ -27,6 +28,16 @@ pub async fn run_all(
         }
         if let Some(d) = &data_dir {
             cmd.arg("--data-dir").arg(d);
+        }
+        // What the command line set over the file, as the children's own flags.
+        for (flag, value) in [
+            ("--snapshot-every", overrides.snapshot_every),
+            ("--snapshot-retain", overrides.snapshot_retain),
+            ("--max-peer-message-bytes", overrides.max_peer_message_bytes),
+        ] {
+            if let Some(v) = value {
+                cmd.arg(flag).arg(v.to_string());
+            }
         }
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -10,8 +10,12 @@
 //! - [`server`]: `run(...)` — one node, with graceful shutdown (and `--join`: asking a
 //!   running ensemble to add it).
 //! - [`launcher`]: `guessgame-node all` — every configured node as a child process.
+//! - [`identity`]: the ensemble id (kept in the log, sent and checked on peer calls).
+//! - [`restore`]: `guessgame-node snapshot restore` — a new ensemble's member from a backup.
 
+pub mod identity;
 pub mod launcher;
+pub mod restore;
 pub mod runtime;
 pub mod server;
 pub mod service;

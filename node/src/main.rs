@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use guessgame_node::{launcher, server};
-use guessgame_wire::config::{Config, PodSettings};
+use guessgame_wire::config::{Config, Overrides, PodSettings};
 use guessgame_wire::signal::shutdown_signal;
 
 #[derive(Parser)]
@@ -34,6 +34,11 @@ struct Cli {
     /// node's address in the config).
     #[arg(long, env = "GUESSGAME_ADVERTISE", value_name = "HOST:PORT")]
     advertise: Option<String>,
+    /// A new ensemble's id is derived from this and its initial voters' ids, so its nodes
+    /// agree without talking (default: guessgame); give ensembles that share member names
+    /// different tokens. Only read on the first start of a log.
+    #[arg(long, env = "GUESSGAME_ENSEMBLE_TOKEN", value_name = "TOKEN")]
+    ensemble_token: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -46,12 +51,53 @@ struct Common {
     /// Directory for logs_<node_id>.db (default: the config's data_dir, else the current directory).
     #[arg(long, global = true, env = "GUESSGAME_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Snapshot the committed state every N committed entries (the config's snapshot_every;
+    /// default 10000).
+    #[arg(
+        long,
+        global = true,
+        env = "GUESSGAME_SNAPSHOT_EVERY",
+        value_name = "N"
+    )]
+    snapshot_every: Option<usize>,
+    /// Entries kept below a snapshot, so that a follower a little behind gets a DIFF (the
+    /// config's snapshot_retain; default 5000).
+    #[arg(
+        long,
+        global = true,
+        env = "GUESSGAME_SNAPSHOT_RETAIN",
+        value_name = "N"
+    )]
+    snapshot_retain: Option<usize>,
+    /// The largest peer message accepted, in bytes (the config's max_peer_message_bytes;
+    /// default 64 MiB). Catch-up pieces are sized to fit. For tests.
+    #[arg(
+        long,
+        global = true,
+        env = "GUESSGAME_MAX_PEER_MESSAGE_BYTES",
+        value_name = "BYTES"
+    )]
+    max_peer_message_bytes: Option<usize>,
+}
+
+impl Common {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            snapshot_every: self.snapshot_every,
+            snapshot_retain: self.snapshot_retain,
+            max_peer_message_bytes: self.max_peer_message_bytes,
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Start every configured node as a child process; Ctrl-C stops them all.
     All,
+    /// Backups: `snapshot restore FILE --node-id ID` makes a new ensemble's member from a
+    /// `guessgame snapshot save` file.
+    #[command(subcommand)]
+    Snapshot(guessgame_node::restore::SnapshotCmd),
 }
 
 fn main() {
@@ -64,7 +110,9 @@ fn main() {
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     guessgame_wire::telemetry::init_tracing("info");
-    let config = Config::load(cli.common.config.as_deref())?;
+    let mut config = Config::load(cli.common.config.as_deref())?;
+    let overrides = cli.common.overrides();
+    config.override_with(&overrides)?;
     // The pod mode (a StatefulSet member): only when no config file was named.
     let pod = if cli.common.config.is_none()
         && std::env::var_os(guessgame_wire::config::CONFIG_ENV).is_none()
@@ -84,7 +132,12 @@ fn real_main() -> anyhow::Result<()> {
             &config,
             cli.common.config.clone(),
             data_dir,
+            &overrides,
         )),
+        Some(Cmd::Snapshot(cmd)) => guessgame_node::restore::run(
+            cmd,
+            &data_dir.unwrap_or_else(|| PathBuf::from(".")),
+        ),
         None => {
             // SIGTERM handled from here on (as PID 1 in a container it would otherwise be
             // ignored while the log is opened and checked).
@@ -133,6 +186,7 @@ fn real_main() -> anyhow::Result<()> {
                 // A pod that is removed stays up (idle) until the StatefulSet shrinks;
                 // exiting would only make the kubelet restart it.
                 exit_when_removed: pod.is_none(),
+                ensemble_token: cli.ensemble_token.clone(),
             };
             let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("."));
             let store = server::open_store(&data_dir, &node_id)?;

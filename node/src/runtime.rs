@@ -68,6 +68,13 @@ pub struct NodeView {
     pub current_epoch: u64,
     pub last_zxid: Zxid,
     pub committed: Zxid,
+    /// The zxid of this node's latest snapshot (ZERO: none taken or installed yet).
+    pub snapshot: Zxid,
+    /// The last zxid compacted away: the log holds the entries after it (ZERO: nothing
+    /// compacted, the log holds the whole history).
+    pub log_start: Zxid,
+    /// The first entry the log holds (ZERO: the log is empty).
+    pub first_zxid: Zxid,
     /// Voters in the configuration in use.
     pub members: usize,
     pub quorum: usize,
@@ -88,6 +95,26 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// Why this node's game may lag the ensemble's without bound: it is in no working
+    /// quorum. `None` while it leads or follows a leader of its configuration — then its game
+    /// lags the committed one only by what its leader has yet to send, and a node cut off
+    /// from its leader goes looking within the election timeout (as a leader that lost its
+    /// quorum steps down), so that is the bound ZooKeeper gives too.
+    pub fn stale_because(&self) -> Option<&'static str> {
+        if self.stopping {
+            Some("stopping")
+        } else if self.removed {
+            Some("removed from the configuration")
+        } else {
+            match self.role {
+                RoleKind::Leading | RoleKind::Following => None,
+                RoleKind::Looking | RoleKind::Candidate => {
+                    Some("looking for a leader (in no quorum)")
+                }
+            }
+        }
+    }
+
     /// Where `id` is reached, as far as this node knows.
     pub fn address_of(&self, id: &str) -> Option<&str> {
         self.membership
@@ -131,6 +158,9 @@ impl NodeView {
             current_epoch: engine.current_epoch(),
             last_zxid: engine.last_zxid(),
             committed: engine.committed(),
+            snapshot: engine.snapshot().map_or(Zxid::ZERO, |s| s.zxid),
+            log_start: engine.log_start(),
+            first_zxid: engine.log().first().map_or(Zxid::ZERO, |e| e.zxid),
             members: engine.membership().voters.len(),
             quorum: engine.quorum(),
             membership,
@@ -354,6 +384,8 @@ impl Driver {
                 Output::Apply(entry) => game
                     .get_or_insert_with(|| (*old_game).clone())
                     .apply(&entry),
+                // The leader's snapshot replaced our log: its game is the applied state now.
+                Output::Restore(snapshot) => game = Some(snapshot.game),
                 Output::Reply { req, result } => replies.push((req, result)),
             }
         }

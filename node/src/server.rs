@@ -35,6 +35,9 @@ pub struct NodeOptions {
     /// Exit once the committed configuration leaves this node out (a local node). A pod
     /// stays up, idle, until its StatefulSet shrinks.
     pub exit_when_removed: bool,
+    /// What a new ensemble's id is derived from, with its initial voters (default:
+    /// `guessgame`); only used on the first start of a log that has none.
+    pub ensemble_token: Option<String>,
 }
 
 /// Runs node `node_id` (a member of `config`) until `shutdown` completes.
@@ -78,6 +81,8 @@ pub async fn run_with(
     tracing::info!(
         node = %node_id,
         entries = persistent.log.len(),
+        log_start = %persistent.log_start,
+        snapshot = %persistent.snapshot.as_ref().map_or(guessgame_core::Zxid::ZERO, |s| s.zxid),
         accepted_epoch = persistent.accepted_epoch,
         committed = %persistent.committed,
         log = %store.path().display(),
@@ -98,13 +103,22 @@ pub async fn run_with(
                 .collect(),
         )
     };
+    let identity = crate::identity::establish(
+        &mut store,
+        &node_id,
+        &persistent,
+        &bootstrap,
+        options.ensemble_token.as_deref(),
+    )
+    .context("recording the ensemble id")?;
     let engine = Engine::with_membership(
         node_id.clone(),
         bootstrap,
         config.timing(),
         persistent,
         seed,
-    );
+    )
+    .with_snapshot_policy(config.snapshot_policy());
     tracing::info!(node = %node_id, config = %engine.membership(), config_zxid = %engine.config_zxid(), %advertise, "membership");
     let peers: Vec<(String, String)> = engine
         .known_members()
@@ -112,13 +126,18 @@ pub async fn run_with(
         .filter(|m| !m.address.is_empty())
         .map(|m| (m.id, m.address))
         .collect();
-    let transport = GrpcTransport::start(&node_id, &advertise, &peers)?;
+    let transport =
+        GrpcTransport::start_with_identity(&node_id, &advertise, &peers, identity.clone())?;
     let runtime::EngineHandle {
         commands,
         view,
         standing,
         thread: engine_thread,
-    } = runtime::spawn(engine, Box::new(store), Box::new(transport));
+    } = runtime::spawn(
+        engine,
+        Box::new(crate::identity::IdentityStore::new(store, identity.clone())),
+        Box::new(transport),
+    );
 
     // Ticks drive all timeouts in the engine.
     let tick_every = Duration::from_millis((config.heartbeat_interval_ms / 5).clamp(2, 20));
@@ -223,7 +242,9 @@ pub async fn run_with(
         ));
     }
 
-    let services = NodeServices::new(config.clone(), commands.clone(), view);
+    // One batch of a peer stream; the catch-up pieces (`Config::snapshot_policy`) fit in it.
+    let peer_limit = config.max_peer_message_bytes;
+    let services = NodeServices::with_identity(config.clone(), commands.clone(), view, identity);
     // Inbound peer streams last until their sender stops: end them when shutdown begins,
     // or the graceful shutdown would wait for them.
     let shutdown = services.closing_peer_streams_on(shutdown);
@@ -233,7 +254,7 @@ pub async fn run_with(
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(GameServer::new(services.clone()))
-        .add_service(PeerServer::new(services).max_decoding_message_size(64 << 20))
+        .add_service(PeerServer::new(services).max_decoding_message_size(peer_limit))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     ticker.abort();

@@ -15,10 +15,12 @@ use tokio::time::{sleep, Instant};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::identity::{Admission, Identity, ENSEMBLE_HEADER, NODE_HEADER};
 use crate::runtime::{ClientResult, Command, NodeView, SharedView};
 use guessgame_core::game::{check_client_id, check_value, GameError};
 use guessgame_core::rules::{check_member_id, split_host_port};
-use guessgame_core::{ClientError, ClientOp, ClientReply, Member, NodeId, RoleKind};
+use guessgame_core::{ClientError, ClientOp, ClientReply, Member, NodeId, RoleKind, Snapshot};
+use guessgame_wire::backup;
 use guessgame_wire::channel::{channel, never_sent};
 use guessgame_wire::config::Config;
 use guessgame_wire::convert::{
@@ -40,6 +42,8 @@ struct Inner {
     leaders: Mutex<HashMap<NodeId, GameClient<Channel>>>,
     /// Set once the server shuts down: inbound peer streams end.
     closing: tokio::sync::watch::Sender<bool>,
+    /// This node's ensemble id: peer calls naming another are refused.
+    identity: Identity,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> pb::Error {
@@ -66,7 +70,18 @@ enum Outcome<T> {
 }
 
 impl NodeServices {
+    /// Services of a node that has no ensemble id yet (it takes the first a peer names).
     pub fn new(config: Config, commands: mpsc::UnboundedSender<Command>, view: SharedView) -> Self {
+        Self::with_identity(config, commands, view, Identity::unknown())
+    }
+
+    /// Services of a node of the ensemble `identity` names.
+    pub fn with_identity(
+        config: Config,
+        commands: mpsc::UnboundedSender<Command>,
+        view: SharedView,
+        identity: Identity,
+    ) -> Self {
         NodeServices {
             inner: Arc::new(Inner {
                 config,
@@ -74,6 +89,7 @@ impl NodeServices {
                 view,
                 leaders: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::Sender::new(false),
+                identity,
             }),
         }
     }
@@ -98,7 +114,8 @@ impl NodeServices {
                 3 * self.inner.config.request_timeout() + Duration::from_secs(15),
             )
             .ok()?,
-        );
+        )
+        .max_decoding_message_size(backup::MAX_FILE_BYTES);
         map.insert(leader.clone(), client.clone());
         Some(client)
     }
@@ -359,6 +376,32 @@ fn read_response(view: &NodeView) -> pb::ReadResponse {
         last_result: g.last_result.as_ref().map(result_to_pb),
         node: view.node_id.clone(),
         applied: Some(zxid_to_pb(g.applied)),
+        stale: String::new(),
+    }
+}
+
+/// A local read: this node's game, unless it is in no working quorum (then only with
+/// `allow_stale`, flagged; ZooKeeper stops serving clients when it loses its quorum).
+fn local_read(view: &NodeView, allow_stale: bool) -> pb::ReadResponse {
+    match view.stale_because() {
+        None => read_response(view),
+        Some(why) if allow_stale => pb::ReadResponse {
+            stale: why.to_string(),
+            ..read_response(view)
+        },
+        Some(why) => pb::ReadResponse {
+            error: Some(pb::Error {
+                kind: pb::ErrorKind::NoLeader as i32,
+                message: format!(
+                    "{} is {why}: its game may be stale, so it serves local reads only when \
+                     asked to allow that (guessgame read --allow-stale); ask another node",
+                    view.node_id
+                ),
+                retryable: true,
+            }),
+            node: view.node_id.clone(),
+            ..Default::default()
+        },
     }
 }
 
@@ -451,55 +494,29 @@ impl pb::game_server::Game for NodeServices {
     ) -> Result<Response<pb::ReadResponse>, Status> {
         let req = req.into_inner();
         if !req.linearizable {
-            return Ok(Response::new(read_response(&self.view())));
+            return Ok(Response::new(local_read(&self.view(), req.allow_stale)));
         }
-        let local = |deadline| async move {
-            let r = self
-                .ask_engine(|reply| Command::LinearizableRead { reply }, deadline)
-                .await?;
-            Some(match r {
-                Ok(ClientReply::ReadIndex { index }) => {
-                    // The view is published before replies, so it has applied `index`.
-                    let view = self.view();
-                    debug_assert!(view.committed >= index);
-                    Ok(read_response(&view))
-                }
-                Ok(_) => Err(LocalFailure::Refused(error(
-                    ErrorKind::Internal,
-                    "unexpected reply",
-                ))),
-                Err(_) => Err(LocalFailure::NotLeader),
-            })
-        };
-        let remote = |mut client: GameClient<Channel>| async move {
+        let forward = |mut client: GameClient<Channel>| async move {
             let r = client
                 .read(pb::ReadRequest {
                     linearizable: true,
                     forwarded: true,
+                    allow_stale: false,
                 })
-                .await
-                // Reads change nothing: any transport failure is worth a retry.
-                .map_err(|_| RemoteFailure::Retry)?
+                .await?
                 .into_inner();
-            remote_result(r.error.clone().map(Err).unwrap_or(Ok(r)))
+            Ok(r.error.clone().map(Err).unwrap_or(Ok(r)))
         };
-        let timeout = self.inner.config.request_timeout();
         let resp = match self
-            .route(req.forwarded, false, timeout, local, remote)
+            .confirmed_read(req.forwarded, read_response, forward)
             .await
         {
-            Outcome::Done(r) => r,
-            // A read changes nothing: an unknown outcome is just a failed read.
-            Outcome::Failed(mut e) => {
-                if e.kind == ErrorKind::OutcomeUnknown as i32 {
-                    e.kind = ErrorKind::NoLeader as i32;
-                }
-                pb::ReadResponse {
-                    error: Some(e),
-                    node: self.view().node_id,
-                    ..Default::default()
-                }
-            }
+            Ok(r) => r,
+            Err(e) => pb::ReadResponse {
+                error: Some(e),
+                node: self.view().node_id,
+                ..Default::default()
+            },
         };
         Ok(Response::new(resp))
     }
@@ -522,6 +539,9 @@ impl pb::game_server::Game for NodeServices {
             config: Some(zxid_to_pb(v.config_zxid)),
             membership: v.membership_role().to_string(),
             removed: v.removed,
+            snapshot: Some(zxid_to_pb(v.snapshot)),
+            log_start: Some(zxid_to_pb(v.log_start)),
+            first_zxid: Some(zxid_to_pb(v.first_zxid)),
         }))
     }
 
@@ -538,6 +558,30 @@ impl pb::game_server::Game for NodeServices {
             committed_config: Some(zxid_to_pb(v.committed_config_zxid)),
             committed_members: membership_to_pb(&v.committed_membership),
         }))
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let req = req.into_inner();
+        let forward = |mut client: GameClient<Channel>| async move {
+            let r = client
+                .snapshot(pb::SnapshotRequest { forwarded: true })
+                .await?
+                .into_inner();
+            Ok(r.error.clone().map(Err).unwrap_or(Ok(r)))
+        };
+        let answer = |view: &NodeView| self.backup_file(view);
+        let resp = match self.confirmed_read(req.forwarded, answer, forward).await {
+            Ok(r) => r,
+            Err(e) => pb::SnapshotResponse {
+                error: Some(e),
+                node: self.view().node_id,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
     }
 
     async fn reconfig(
@@ -600,6 +644,87 @@ pub fn check_member(m: &pb::Member) -> Result<(), String> {
     Ok(())
 }
 
+impl NodeServices {
+    /// A read-only request that must see every write acknowledged before it arrived: the
+    /// leader answers it (`answer`, from its view) once a quorum round begun after the
+    /// request confirmed its leadership (the ReadIndex of a linearizable read); a follower
+    /// forwards it (`forward`). A read changes nothing: any failure is worth a retry, and an
+    /// unknown outcome is just a failed read.
+    async fn confirmed_read<T, A, F, FF>(
+        &self,
+        forwarded: bool,
+        answer: A,
+        forward: F,
+    ) -> Result<T, pb::Error>
+    where
+        A: Fn(&NodeView) -> T,
+        F: Fn(GameClient<Channel>) -> FF,
+        FF: std::future::Future<Output = Result<Result<T, pb::Error>, Status>>,
+    {
+        let local = |deadline| {
+            let answer = &answer;
+            async move {
+                let r = self
+                    .ask_engine(|reply| Command::LinearizableRead { reply }, deadline)
+                    .await?;
+                Some(match r {
+                    Ok(ClientReply::ReadIndex { index }) => {
+                        // The view is published before replies, so it has applied `index`.
+                        let view = self.view();
+                        debug_assert!(view.committed >= index);
+                        Ok(answer(&view))
+                    }
+                    Ok(_) => Err(LocalFailure::Refused(error(
+                        ErrorKind::Internal,
+                        "unexpected reply",
+                    ))),
+                    Err(_) => Err(LocalFailure::NotLeader),
+                })
+            }
+        };
+        let remote = |client| {
+            let asked = forward(client);
+            async move {
+                let r = asked.await.map_err(|_| RemoteFailure::Retry)?;
+                remote_result(r)
+            }
+        };
+        let timeout = self.inner.config.request_timeout();
+        match self.route(forwarded, false, timeout, local, remote).await {
+            Outcome::Done(v) => Ok(v),
+            Outcome::Failed(mut e) => {
+                if e.kind == ErrorKind::OutcomeUnknown as i32 {
+                    e.kind = ErrorKind::NoLeader as i32;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The backup file of the committed state `view` shows: its game, commit point and
+    /// committed configuration are those of one turn of the engine.
+    fn backup_file(&self, view: &NodeView) -> pb::SnapshotResponse {
+        let snapshot = Snapshot {
+            zxid: view.committed,
+            game: (*view.game).clone(),
+            config_zxid: view.committed_config_zxid,
+            config: (*view.committed_membership).clone(),
+        };
+        let origin = backup::Origin {
+            ensemble_id: self.inner.identity.header(),
+            node: view.node_id.clone(),
+            created_unix_ms: backup::now_unix_ms(),
+        };
+        tracing::info!(node = %view.node_id, zxid = %snapshot.zxid, "snapshot for a backup");
+        pb::SnapshotResponse {
+            error: None,
+            file: backup::encode(&snapshot, &origin),
+            node: view.node_id.clone(),
+            zxid: Some(zxid_to_pb(snapshot.zxid)),
+        }
+    }
+}
+
 /// Who sent a peer batch (a `Deliver` call, or the first batch of a stream), checked.
 struct PeerSender {
     from: NodeId,
@@ -625,6 +750,35 @@ impl NodeServices {
         async move {
             shutdown.await;
             inner.closing.send_replace(true);
+        }
+    }
+
+    /// Refuses a peer call from another ensemble (the metadata header names it); a call
+    /// without the header is taken (its sender does not know its ensemble yet).
+    fn check_ensemble(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let header = |name: &str| -> Result<Option<String>, Status> {
+            match metadata.get(name) {
+                None => Ok(None),
+                Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
+                    Status::invalid_argument(format!("a {name} header that is not text"))
+                }),
+            }
+        };
+        let theirs = header(ENSEMBLE_HEADER)?;
+        let peer = header(NODE_HEADER)?.unwrap_or_else(|| "a peer".into());
+        let me = self.view().node_id;
+        match self.inner.identity.admit(&me, &peer, theirs.as_deref()) {
+            Admission::Accept => Ok(()),
+            Admission::Learned(id) => {
+                tracing::info!(node = %me, %peer, ensemble = %id, "joined ensemble {id}: the first peer to name one");
+                Ok(())
+            }
+            Admission::Refuse { message, first } => {
+                if first {
+                    tracing::warn!(node = %me, %peer, "refusing peer calls: {message}");
+                }
+                Err(Status::failed_precondition(message))
+            }
         }
     }
 
@@ -684,6 +838,7 @@ impl pb::peer_server::Peer for NodeServices {
         &self,
         req: Request<pb::PeerBatch>,
     ) -> Result<Response<pb::DeliverAck>, Status> {
+        self.check_ensemble(req.metadata())?;
         let batch = req.into_inner();
         let sender = self.check_sender(&batch.from, &batch.from_address)?;
         self.hand_over(&sender, batch.messages)?;
@@ -698,6 +853,7 @@ impl pb::peer_server::Peer for NodeServices {
         &self,
         req: Request<tonic::Streaming<pb::PeerBatch>>,
     ) -> Result<Response<pb::DeliverAck>, Status> {
+        self.check_ensemble(req.metadata())?;
         let mut batches = req.into_inner();
         let mut closing = self.inner.closing.subscribe();
         let mut sender: Option<PeerSender> = None;

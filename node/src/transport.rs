@@ -14,6 +14,12 @@
 //! when [`Transport::learn`] gives the peer a new address: the old stream closes as the new
 //! one opens, and a receiver that followed us may then start an election it did not need.
 //! Addresses change only with membership, so that is rare and harmless.
+//!
+//! Every stream names this node's ensemble in its metadata ([`ENSEMBLE_HEADER`], read from
+//! the [`Identity`] when the stream opens) and this node ([`NODE_HEADER`]). A peer of another
+//! ensemble refuses it (FAILED_PRECONDITION): that is logged once per peer, and the stream is
+//! retried only every [`REFUSED_PAUSE`] (what is queued meanwhile is dropped, as for any
+//! failed stream), in case the peer's address is reused by a member of our ensemble.
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -23,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use crate::identity::{Identity, ENSEMBLE_HEADER, NODE_HEADER};
 use guessgame_core::{Message, NodeId};
 use guessgame_wire::channel::stream_channel;
 use guessgame_wire::convert::message_to_pb;
@@ -35,6 +42,8 @@ const MAX_BATCH: usize = 1024;
 const IN_FLIGHT: usize = 2;
 /// A stream that lasted this long worked: its end starts the back-off afresh.
 const HEALTHY: Duration = Duration::from_secs(1);
+/// How long a sender waits after a peer refused it for belonging to another ensemble.
+pub const REFUSED_PAUSE: Duration = Duration::from_secs(1);
 
 /// Where the runtime hands messages for other members.
 pub trait Transport: Send {
@@ -50,20 +59,35 @@ pub struct GrpcTransport {
     my_address: String,
     runtime: tokio::runtime::Handle,
     peers: HashMap<NodeId, (String, mpsc::Sender<pb::PeerMessage>)>,
+    /// Our ensemble id, sent with every stream.
+    identity: Identity,
 }
 
 impl GrpcTransport {
-    /// Starts one sender task per peer. Must be called inside a tokio runtime.
+    /// Starts one sender task per peer, for a node that names no ensemble (it has no id
+    /// yet). Must be called inside a tokio runtime.
     pub fn start(
         me: &str,
         my_address: &str,
         peers: &[(NodeId, String)],
+    ) -> anyhow::Result<GrpcTransport> {
+        Self::start_with_identity(me, my_address, peers, Identity::unknown())
+    }
+
+    /// Starts one sender task per peer; every stream names the ensemble `identity` holds
+    /// when it opens. Must be called inside a tokio runtime.
+    pub fn start_with_identity(
+        me: &str,
+        my_address: &str,
+        peers: &[(NodeId, String)],
+        identity: Identity,
     ) -> anyhow::Result<GrpcTransport> {
         let mut t = GrpcTransport {
             me: me.to_string(),
             my_address: my_address.to_string(),
             runtime: tokio::runtime::Handle::current(),
             peers: HashMap::new(),
+            identity,
         };
         for (id, address) in peers {
             t.connect(id, address)?;
@@ -82,6 +106,7 @@ impl GrpcTransport {
             id.clone(),
             client,
             rx,
+            self.identity.clone(),
         ));
         // Replacing the entry drops the old queue's sender: its task ends, closing its stream.
         self.peers.insert(id.clone(), (address.to_string(), tx));
@@ -118,13 +143,25 @@ async fn sender(
     peer: NodeId,
     mut client: PeerClient<Channel>,
     mut rx: mpsc::Receiver<pb::PeerMessage>,
+    identity: Identity,
 ) {
     let mut failures = 0u32;
+    // The refusal last logged (each is logged once).
+    let mut refused: Option<String> = None;
     // A stream opens once there is something to send: an idle or dead peer costs nothing.
     while let Some(first) = rx.recv().await {
         let opened = Instant::now();
         let (batches, body) = mpsc::channel::<pb::PeerBatch>(IN_FLIGHT);
-        let mut call = pin!(client.stream(ReceiverStream::new(body)));
+        let mut request = tonic::Request::new(ReceiverStream::new(body));
+        let metadata = request.metadata_mut();
+        // Ids are checked to be header-safe; a value that is not is simply not sent.
+        if let Some(v) = identity.header().and_then(|id| id.parse().ok()) {
+            metadata.insert(ENSEMBLE_HEADER, v);
+        }
+        if let Ok(v) = me.parse() {
+            metadata.insert(NODE_HEADER, v);
+        }
+        let mut call = pin!(client.stream(request));
         let mut next = Some(first);
         // The first batch says who we are; later ones leave it out.
         let mut named = false;
@@ -174,6 +211,18 @@ async fn sender(
                 from_address,
             });
         };
+        if let Err(status) = &end {
+            if status.code() == tonic::Code::FailedPrecondition {
+                // Another ensemble's node at that address: say so once, then try rarely.
+                if refused.as_deref() != Some(status.message()) {
+                    tracing::warn!(%peer, "{peer} refused our stream: {}", status.message());
+                    refused = Some(status.message().to_string());
+                }
+                tokio::time::sleep(REFUSED_PAUSE).await;
+                while rx.try_recv().is_ok() {}
+                continue;
+            }
+        }
         failures = if opened.elapsed() >= HEALTHY {
             1
         } else {

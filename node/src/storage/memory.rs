@@ -13,6 +13,8 @@ impl LogStore for MemoryStore {
         Ok(self.state.clone())
     }
 
+    /// `Persistent::apply` is the reference semantics of every op, `SaveSnapshot` included:
+    /// the compacted entries leave the image at once.
     fn persist(&mut self, ops: &[StorageOp]) -> Result<(), StorageError> {
         self.state.apply(ops);
         Ok(())

@@ -1,11 +1,13 @@
 //! Durable state behind a small trait, so the runtime can use SQLite and tests memory.
 
-mod checkpoint;
+mod housekeeping;
+mod lock;
 mod memory;
 mod sqlite;
 
+pub use lock::lock_path;
 pub use memory::MemoryStore;
-pub use sqlite::{SqliteLog, StorageError};
+pub use sqlite::{log_file_name, SqliteLog, StorageError};
 
 use guessgame_core::{Persistent, StorageOp};
 
