@@ -104,6 +104,9 @@ pub struct GameState {
     pub node: String,
     /// Last zxid applied on the node that answered (`epoch:counter`, a [`Zxid`]'s text).
     pub applied: String,
+    /// Why the answering node's game may be behind by any amount (it is in no working
+    /// quorum); only ever set by [`Client::read_allowing_stale`].
+    pub stale: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -267,17 +270,33 @@ impl Client {
 
     /// The game state. Local to the node asked unless `linearizable` (then confirmed by the
     /// leader with a quorum round before it answers).
+    /// A node in no working quorum (looking, removed, stopping) refuses a local read, and
+    /// the next endpoint is asked.
     pub async fn read(&mut self, linearizable: bool) -> Result<GameState, ClientError> {
+        self.read_with(pb::ReadRequest {
+            linearizable,
+            forwarded: false,
+            allow_stale: false,
+        })
+        .await
+    }
+
+    /// A local read that a node in no working quorum answers too, saying so in
+    /// [`GameState::stale`] (`guessgame read --allow-stale`: what a lone node knows).
+    pub async fn read_allowing_stale(&mut self) -> Result<GameState, ClientError> {
+        self.read_with(pb::ReadRequest {
+            linearizable: false,
+            forwarded: false,
+            allow_stale: true,
+        })
+        .await
+    }
+
+    async fn read_with(&mut self, req: pb::ReadRequest) -> Result<GameState, ClientError> {
         let seen = self.seen;
         let (applied, state) = self
             .with_failover(true, |mut c| async move {
-                let r = c
-                    .read(pb::ReadRequest {
-                        linearizable,
-                        forwarded: false,
-                    })
-                    .await?
-                    .into_inner();
+                let r = c.read(req).await?.into_inner();
                 let (applied, state) = match game_state(r) {
                     Ok(s) => s,
                     Err(e) => return Ok(Err(e)),
@@ -352,6 +371,7 @@ pub(crate) fn game_state(r: pb::ReadResponse) -> Result<(Zxid, GameState), pb::E
         last_result: r.last_result.map(Into::into),
         node: r.node,
         applied: applied.to_string(),
+        stale: (!r.stale.is_empty()).then_some(r.stale),
     };
     Ok((applied, state))
 }

@@ -11,19 +11,23 @@
 //! - [`status`]: asks every member for its view (used by `guessgame status` and the operator).
 //! - [`members`]: the configuration ([`Configuration`], [`MemberInfo`]), and changing it one
 //!   member at a time ([`Reconfig`]).
+//! - [`snapshot`]: backups — a consistent snapshot of the ensemble (`Client::snapshot`), and
+//!   saving and checking backup files (`guessgame snapshot save|status`).
 //! - [`cluster`]: starts a local ensemble of `guessgame-node` processes (demo and tests).
 //! - [`demo`]: the guided tour behind `guessgame demo`.
 //! - [`resolve_endpoints`] (here): `--node` arguments to `(id, host:port)` pairs.
 //!
 //! The `guessgame` binary is `main.rs` (parses the command line, reports errors) and `cli/`:
 //! `cli/args.rs` the command line, `cli/mod.rs` the dispatch and what the subcommands share,
-//! and one module per subcommand (`write`, `guess`, `read`, `status`, `members`, `reconfig`).
+//! and one module per subcommand (`write`, `guess`, `read`, `status`, `members`, `reconfig`,
+//! `snapshot`).
 
 mod client;
 pub mod cluster;
 pub mod demo;
 pub mod members;
 mod session;
+pub mod snapshot;
 pub mod status;
 mod types;
 

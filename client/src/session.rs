@@ -190,6 +190,7 @@ impl Session {
         let op = Op::Read(pb::ReadRequest {
             linearizable,
             forwarded: false,
+            allow_stale: false,
         });
         match self.call(op).await? {
             Some(R::Read(r)) => game_state(r).map(|(_, s)| s).map_err(ClientError::from_pb),

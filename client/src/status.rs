@@ -17,6 +17,12 @@ pub struct NodeStatus {
     pub accepted_epoch: u64,
     pub last_zxid: Zxid,
     pub last_committed: Zxid,
+    /// Its latest snapshot (0:0: none), the last zxid compacted away (its log holds the
+    /// entries after it) and the first entry its log holds (0:0: empty). A node that
+    /// compacts shows `log_start` moving up behind `snapshot`.
+    pub snapshot: Zxid,
+    pub log_start: Zxid,
+    pub first_zxid: Zxid,
     /// The leader this node follows (or is), if any.
     pub leader: Option<String>,
     /// `voter`, `learner` or `none` in the configuration this node uses (`removed` once a
@@ -45,6 +51,9 @@ pub async fn node_status(id: &str, address: &str, timeout: Duration) -> NodeStat
         accepted_epoch: 0,
         last_zxid: Zxid::ZERO,
         last_committed: Zxid::ZERO,
+        snapshot: Zxid::ZERO,
+        log_start: Zxid::ZERO,
+        first_zxid: Zxid::ZERO,
         leader: None,
         membership: Membership::Unknown,
         voters: 0,
@@ -69,6 +78,9 @@ pub async fn node_status(id: &str, address: &str, timeout: Duration) -> NodeStat
                 accepted_epoch: r.accepted_epoch,
                 last_zxid: r.last_zxid.into(),
                 last_committed: r.last_committed.into(),
+                snapshot: r.snapshot.into(),
+                log_start: r.log_start.into(),
+                first_zxid: r.first_zxid.into(),
                 leader: (!r.leader.is_empty()).then_some(r.leader),
                 membership: if r.removed {
                     Membership::Removed

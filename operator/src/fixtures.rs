@@ -208,6 +208,9 @@ pub fn node(id: &str, role: &str, leader: Option<&str>) -> NodeStatus {
         } else {
             Zxid::default()
         },
+        snapshot: Zxid::default(),
+        log_start: Zxid::default(),
+        first_zxid: Zxid::default(),
         leader: leader.filter(|_| answered).map(str::to_string),
         membership: if answered { "voter" } else { "unknown" }.into(),
         voters: if answered { 3 } else { 0 },

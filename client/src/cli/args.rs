@@ -69,8 +69,13 @@ pub enum Cmd {
     /// Show the game: round, target, number of guesses, last result.
     Read {
         /// Confirm with the leader and a quorum first (never stale).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "allow_stale")]
         linearizable: bool,
+        /// Answer even from a node in no working quorum (looking, removed): its game may be
+        /// behind by any amount, and the answer says so. Without it such a node refuses and
+        /// the next --node is asked.
+        #[arg(long)]
+        allow_stale: bool,
     },
     /// Show every node's role, epoch and zxids, and the leader.
     Status,
@@ -80,12 +85,27 @@ pub enum Cmd {
     /// Change the membership, one member at a time, through the leader.
     #[command(subcommand)]
     Reconfig(ReconfigCmd),
+    /// Backups: save a consistent snapshot of the running ensemble, or check a saved one.
+    /// Restore one into a new ensemble with `guessgame-node snapshot restore`.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// Start a local five-node ensemble, play, crash the leader, watch it recover.
     Demo {
         /// Keep the demo's files (config, SQLite logs, node logs) in this directory.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    /// Save the committed state to FILE: taken by the leader after a quorum round, so it
+    /// holds every acknowledged write; checked, then written atomically (a temporary file,
+    /// fsynced, renamed over FILE).
+    Save { file: PathBuf },
+    /// Check FILE (format, checksum) and show what it holds: zxid, game, members, where and
+    /// when it was taken. Exit status 1 for a damaged or foreign file.
+    Status { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -117,12 +137,13 @@ impl Cli {
             },
             (None, Some(LabCommand::Read)) => Cmd::Read {
                 linearizable: false,
+                allow_stale: false,
             },
             (None, Some(LabCommand::Status)) => Cmd::Status,
             (None, None) => {
                 return Err(invalid(
                     "nothing to do: give a command (write, guess, read, status, members, \
-                     reconfig, demo) or --command; see --help",
+                     reconfig, snapshot, demo) or --command; see --help",
                 ))
             }
             (Some(_), Some(_)) => {

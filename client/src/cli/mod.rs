@@ -7,6 +7,7 @@ mod guess;
 mod members;
 mod read;
 mod reconfig;
+mod snapshot;
 mod status;
 mod write;
 
@@ -26,10 +27,14 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             .map_err(|e| ClientError::new(ErrorKind::Internal, format!("{e:#}"))),
         Cmd::Write { value } => write::run(Ctx::new(opts, false)?, &value).await,
         Cmd::Guess { value } => guess::run(Ctx::new(opts, false)?, &value).await,
-        Cmd::Read { linearizable } => read::run(Ctx::new(opts, false)?, linearizable).await,
+        Cmd::Read {
+            linearizable,
+            allow_stale,
+        } => read::run(Ctx::new(opts, false)?, linearizable, allow_stale).await,
         Cmd::Status => status::run(Ctx::new(opts, false)?).await,
         Cmd::Members => members::run(Ctx::new(opts, false)?).await,
         Cmd::Reconfig(change) => reconfig::run(Ctx::new(opts, true)?, change).await,
+        Cmd::Snapshot(cmd) => snapshot::run(cmd, opts).await,
     }
 }
 

@@ -1,11 +1,20 @@
-//! `guessgame read [--linearizable]`: the game as one node (or the leader and a quorum) knows it.
+//! `guessgame read [--linearizable | --allow-stale]`: the game as one node (or the leader and a
+//! quorum) knows it.
 
-use guessgame_client::{ClientError, GameState};
+use guessgame_client::{ClientError, GameState, RoundResult};
 
 use super::{print_json, Ctx};
 
-pub(super) async fn run(mut ctx: Ctx, linearizable: bool) -> Result<(), ClientError> {
-    let s = ctx.client.read(linearizable).await?;
+pub(super) async fn run(
+    mut ctx: Ctx,
+    linearizable: bool,
+    allow_stale: bool,
+) -> Result<(), ClientError> {
+    let s = if allow_stale {
+        ctx.client.read_allowing_stale().await?
+    } else {
+        ctx.client.read(linearizable).await?
+    };
     if ctx.json {
         print_json(&s);
     } else {
@@ -14,13 +23,31 @@ pub(super) async fn run(mut ctx: Ctx, linearizable: bool) -> Result<(), ClientEr
     Ok(())
 }
 
-/// `round 2: target 75, 0 guess(es); round 1 (target 50) won by c3 with 45 [node2 at 1:3]`.
+/// `round 2: target 75, 0 guess(es); round 1 (target 50) won by c3 with 45 [node2 at 1:3]`,
+/// and `[node2 at 1:3; STALE: ...]` from a node in no quorum.
 fn describe(s: &GameState) -> String {
-    let mut out = match s.target {
-        Some(t) => format!("round {}: target {t}, {} guess(es)", s.round, s.guesses),
+    let game = game_text(s.round, s.target, s.guesses, s.last_result.as_ref());
+    match &s.stale {
+        None => format!("{game} [{} at {}]", s.node, s.applied),
+        Some(why) => format!(
+            "{game} [{} at {}; STALE: {} is {why}, this may be far behind the ensemble]",
+            s.node, s.applied, s.node
+        ),
+    }
+}
+
+/// `round 2: target 75, 0 guess(es); round 1 (target 50) won by c3 with 45`.
+pub(super) fn game_text(
+    round: u64,
+    target: Option<u32>,
+    guesses: u64,
+    last_result: Option<&RoundResult>,
+) -> String {
+    let mut out = match target {
+        Some(t) => format!("round {round}: target {t}, {guesses} guess(es)"),
         None => "no round yet: a client must `write` a target first".to_string(),
     };
-    if let Some(r) = &s.last_result {
+    if let Some(r) = last_result {
         match (&r.winner, r.guess) {
             (Some(w), Some(g)) => {
                 out += &format!(
@@ -31,13 +58,11 @@ fn describe(s: &GameState) -> String {
             _ => out += &format!("; round {} (target {}) had no guesses", r.round, r.target),
         }
     }
-    format!("{out} [{} at {}]", s.node, s.applied)
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use guessgame_client::RoundResult;
-
     use super::*;
 
     #[test]
@@ -49,6 +74,7 @@ mod tests {
             last_result: None,
             node: "node2".into(),
             applied: "1:0".into(),
+            stale: None,
         };
         assert_eq!(
             describe(&s),
@@ -69,5 +95,14 @@ mod tests {
         );
         s.last_result.as_mut().unwrap().winner = None;
         assert!(describe(&s).contains("; round 1 (target 50) had no guesses ["));
+        s.stale = Some("looking for a leader (in no quorum)".into());
+        assert!(
+            describe(&s).ends_with(
+                "[node2 at 1:3; STALE: node2 is looking for a leader (in no quorum), this may be \
+                 far behind the ensemble]"
+            ),
+            "{}",
+            describe(&s)
+        );
     }
 }

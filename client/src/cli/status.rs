@@ -49,13 +49,21 @@ pub(super) async fn run(ctx: Ctx) -> Result<(), ClientError> {
 fn table(st: &EnsembleStatus) -> String {
     let mut out = format!("leader: {}\n", st.leader.as_deref().unwrap_or("(none)"));
     out += &format!(
-        "{:<10} {:<12} {:<8} {:>6} {:>12} {:>15}  address\n",
-        "node", "role", "member", "epoch", "last_zxid", "last_committed"
+        "{:<10} {:<12} {:<8} {:>6} {:>12} {:>15} {:>10} {:>10}  address\n",
+        "node", "role", "member", "epoch", "last_zxid", "last_committed", "snapshot", "log_start"
     );
     for n in &st.nodes {
         out += &format!(
-            "{:<10} {:<12} {:<8} {:>6} {:>12} {:>15}  {}\n",
-            n.id, n.role, n.membership, n.epoch, n.last_zxid, n.last_committed, n.address
+            "{:<10} {:<12} {:<8} {:>6} {:>12} {:>15} {:>10} {:>10}  {}\n",
+            n.id,
+            n.role,
+            n.membership,
+            n.epoch,
+            n.last_zxid,
+            n.last_committed,
+            n.snapshot,
+            n.log_start,
+            n.address
         );
     }
     out
@@ -80,6 +88,9 @@ mod tests {
                     accepted_epoch: 3,
                     last_zxid: Zxid::new(3, 17),
                     last_committed: Zxid::new(3, 16),
+                    snapshot: Zxid::new(3, 10),
+                    log_start: Zxid::new(3, 6),
+                    first_zxid: Zxid::new(3, 7),
                     leader: Some("node2".into()),
                     membership: Membership::Voter,
                     voters: 3,
@@ -93,6 +104,9 @@ mod tests {
                     accepted_epoch: 0,
                     last_zxid: Zxid::ZERO,
                     last_committed: Zxid::ZERO,
+                    snapshot: Zxid::ZERO,
+                    log_start: Zxid::ZERO,
+                    first_zxid: Zxid::ZERO,
                     leader: None,
                     membership: Membership::Unknown,
                     voters: 0,
@@ -104,13 +118,13 @@ mod tests {
         assert_eq!(
             table(&st),
             "leader: node2\n\
-             node       role         member    epoch    last_zxid  last_committed  address\n\
-             node2      leader       voter         3         3:17            3:16  127.0.0.1:7102\n\
-             node3      unreachable  unknown       0          0:0             0:0  127.0.0.1:7103\n"
+             node       role         member    epoch    last_zxid  last_committed   snapshot  log_start  address\n\
+             node2      leader       voter         3         3:17            3:16       3:10        3:6  127.0.0.1:7102\n\
+             node3      unreachable  unknown       0          0:0             0:0        0:0        0:0  127.0.0.1:7103\n"
         );
         assert_eq!(
             serde_json::to_string(&st.nodes[1]).unwrap(),
-            r#"{"id":"node3","role":"unreachable","epoch":0,"accepted_epoch":0,"last_zxid":"0:0","last_committed":"0:0","leader":null,"membership":"unknown","voters":0,"address":"127.0.0.1:7103","error":"connection refused"}"#
+            r#"{"id":"node3","role":"unreachable","epoch":0,"accepted_epoch":0,"last_zxid":"0:0","last_committed":"0:0","snapshot":"0:0","log_start":"0:0","first_zxid":"0:0","leader":null,"membership":"unknown","voters":0,"address":"127.0.0.1:7103","error":"connection refused"}"#
         );
     }
 }
