@@ -217,7 +217,11 @@ write_commits() { # <pod> <value>: one write through that pod committed
   return 1
 }
 member_log_entries() { # <pod>: entries the node loaded from its SQLite file when it started
-  kubectl logs "$1" | grep -m1 '"starting"\|starting' | grep -o 'entries[=":]*[0-9]*' | grep -o '[0-9]*$'
+  # The whole log first: `kubectl logs | grep -m1` lets grep exit while kubectl still writes,
+  # and under pipefail its SIGPIPE (exit 141) aborted the flow.
+  local logs
+  logs="$(kubectl logs "$1")"
+  grep -m1 '"starting"\|starting' <<<"$logs" | grep -o 'entries[=":]*[0-9]*' | grep -o '[0-9]*$'
 }
 failover() { # <how> <figure prefix>: the leader dies as <how> says; new leader, writes, rejoin
   local how=$1 name=$2 old old_epoch pvc_uid pod_uid t via round_before round_after entries

@@ -1,6 +1,7 @@
 //! The original lab's normal and guessing flows, through the real CLI, across five nodes.
 
 use guessgame_tests::*;
+use std::time::{Duration, Instant};
 
 #[test]
 fn normal_and_guessing_flows_across_all_five_nodes() {
@@ -189,4 +190,85 @@ fn a_session_answers_each_request_as_its_unary_call_and_ends_when_the_node_stops
     );
     let e = rt.block_on(s.read(false)).unwrap_err();
     assert_eq!(e.kind, guessgame_client::ErrorKind::Unavailable, "{e}");
+}
+
+#[test]
+fn a_node_in_no_quorum_refuses_local_reads_unless_asked_to_allow_stale_answers() {
+    let _turn = serial();
+    let rt = runtime();
+    let _enter = rt.enter();
+    let (mut cluster, leader) = started(&rt, 3, |_| {});
+    let o = cli(
+        &cluster,
+        &["--client-id", "w", "--node", &leader, "write", "30"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lone = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    // A quorum's follower answers, not flagged.
+    let r = cli_json(&cluster, &["--node", &lone, "read"]);
+    assert_eq!(
+        (r["target"].as_u64(), r["stale"].is_null()),
+        (Some(30), true),
+        "{r}"
+    );
+
+    for id in cluster.ids().into_iter().filter(|id| *id != lone) {
+        cluster.kill(&id).unwrap();
+    }
+    // Once it has given its leader up, the lone node says it is in no quorum.
+    let mut at_lone = cluster.client_of(&lone, Duration::from_secs(2)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stale = loop {
+        let s = rt
+            .block_on(at_lone.read_allowing_stale())
+            .expect("a stale read is answered");
+        if s.stale.is_some() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{lone} still in a quorum: {s:?}");
+        sleep_ms(100);
+    };
+    assert_eq!(stale.target, Some(30), "{stale:?}");
+    assert!(
+        stale.stale.as_deref().unwrap().contains("looking"),
+        "{stale:?}"
+    );
+    let e = rt.block_on(at_lone.read(false)).unwrap_err();
+    assert_eq!(e.kind, guessgame_client::ErrorKind::NoLeader, "{e}");
+    assert!(e.message.contains("--allow-stale"), "{e}");
+
+    // The CLI: refused with the retry exit status and the way out named; allowed, flagged.
+    let o = cli(&cluster, &["--node", &lone, "read"]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("--allow-stale"), "{}", stderr(&o));
+    let o = cli(&cluster, &["--node", &lone, "read", "--allow-stale"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("target 30"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("STALE:"), "{}", stdout(&o));
+    let r = cli_json(&cluster, &["--node", &lone, "read", "--allow-stale"]);
+    assert!(r["stale"].as_str().unwrap().contains("looking"), "{r}");
+    let o = cli(
+        &cluster,
+        &["--node", &lone, "read", "--allow-stale", "--linearizable"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "conflicting flags: {}",
+        stderr(&o)
+    );
+
+    // Back in a quorum, it answers plain local reads again.
+    cluster.start(&leader).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rt.block_on(at_lone.read(false)) {
+            Ok(s) => {
+                assert_eq!((s.target, s.stale), (Some(30), None));
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "{e}"),
+        }
+        sleep_ms(100);
+    }
 }

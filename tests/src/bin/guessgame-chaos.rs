@@ -53,7 +53,7 @@ enum Cmd {
 
 fn print_report(r: &Report) {
     println!(
-        "seed {:>20}  ops ok {:>5} fail {:>4} unknown {:>3}  faults {:>2}  longest unavailability {:>5} ms  committed {:>5}  {}",
+        "seed {:>20}  ops ok {:>5} fail {:>4} unknown {:>3}  faults {:>2}  longest unavailability {:>5} ms  committed held {:>5}  {}",
         r.seed,
         r.ops_ok,
         r.ops_fail,
@@ -62,6 +62,10 @@ fn print_report(r: &Report) {
         r.longest_unavailability_ms,
         r.committed_entries,
         if r.violations.is_empty() { "OK".to_string() } else { format!("{} VIOLATION(S)", r.violations.len()) }
+    );
+    println!(
+        "    snapshots: taken {}, sent {}, installed {}",
+        r.snapshots_taken, r.snapshots_sent, r.snapshots_installed
     );
     for f in &r.faults {
         println!("    {:>8.1} s  {}", f.at_us as f64 / 1e6, f.what);

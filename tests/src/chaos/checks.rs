@@ -73,86 +73,188 @@ pub fn states_agree(states: &[(String, Option<GameState>)]) -> Vec<String> {
     v
 }
 
-/// Durability and game rules on the committed logs. Returns the committed length.
+/// Durability and game rules on the nodes' files. Returns how many committed entries they
+/// hold together.
+///
+/// Nodes compact their logs at different points, so: their committed entries are compared
+/// where both hold them and every snapshot's game against the others' files at its zxid
+/// ([`crate::committed_history`]); an acknowledged write must be in the committed entries of
+/// every node that holds its zxid, and covered by the snapshot of every node that compacted
+/// it away (where every node did, the snapshot must agree with it as far as its game shows);
+/// the game rules are replayed from the snapshot of the node whose log starts earliest, and
+/// the replayed game must equal every snapshot it passes.
 pub fn durability(c: &NetCluster, history: &[Op]) -> (usize, Vec<String>) {
-    let mut v = Vec::new();
-    let logs: Vec<Vec<(String, String)>> = (1..=c.n())
-        .map(|k| read_db(&c.db_path(k)).committed_entries())
+    let dbs: Vec<(String, crate::DbLog)> = (1..=c.n())
+        .map(|k| (format!("node{k}"), read_db(&c.db_path(k))))
         .collect();
-    for (k, log) in logs.iter().enumerate() {
-        if *log != logs[0] {
-            let common = log.iter().zip(&logs[0]).take_while(|(a, b)| a == b).count();
+    durability_of(&dbs, history)
+}
+
+/// [`durability`] on files already read.
+pub fn durability_of(dbs: &[(String, crate::DbLog)], history: &[Op]) -> (usize, Vec<String>) {
+    let (h, mut v) = match crate::committed_history(dbs) {
+        Ok(h) => (h, Vec::new()),
+        Err(v) => return (0, v),
+    };
+    let entries = crate::decode_entries(&h.entries);
+    let by_zxid: std::collections::BTreeMap<(u64, u64), &Entry> =
+        entries.iter().map(|e| (pair(e.zxid), e)).collect();
+    for (id, d) in dbs {
+        if d.log_start != (0, 0) && d.snapshot_zxid() < d.log_start {
             v.push(format!(
-                "node{}'s committed log ({} entries) differs from node1's ({} entries) at position {common}",
-                k + 1,
-                log.len(),
-                logs[0].len()
+                "{id} compacted its log through {:?} but its snapshot is at {:?}",
+                d.log_start,
+                d.snapshot_zxid()
             ));
         }
     }
-    let log = logs
+    let held: Vec<std::collections::HashSet<(u64, u64)>> = dbs
         .iter()
-        .max_by_key(|l| l.len())
-        .cloned()
-        .unwrap_or_default();
-    let entries: Vec<Entry> = log
-        .iter()
-        .filter_map(|(z, op)| {
-            let (epoch, counter) = parse_zxid(z);
-            let op: LogOp = serde_json::from_str(op).ok()?;
-            Some(Entry {
-                zxid: guessgame_core::Zxid::new(epoch, counter),
-                op,
-            })
-        })
+        .map(|(_, d)| d.entries.iter().map(|(z, _)| parse_zxid(z)).collect())
         .collect();
-    if entries.len() != log.len() {
-        v.push("a committed entry could not be decoded".into());
-    }
     // Every acknowledged write is committed, as what it said.
     for op in history.iter().filter(|o| o.outcome == Outcome::Ok) {
         if !matches!(op.kind, Kind::Write | Kind::Guess) {
             continue;
         }
-        let (e, c) = parse_zxid(&op.zxid);
-        let found = entries
-            .iter()
-            .find(|en| en.zxid == guessgame_core::Zxid::new(e, c));
-        let matches = match (op.kind, found.map(|e| &e.op)) {
-            (
-                Kind::Write,
-                Some(LogOp::Target {
-                    round,
-                    value,
-                    client,
-                }),
-            ) => *round == op.round && *value == op.value && *client == op.player,
-            (
-                Kind::Guess,
-                Some(LogOp::Guess {
-                    round,
-                    value,
-                    client,
-                }),
-            ) => *round == op.round && *value == op.value && *client == op.player,
-            _ => false,
-        };
-        if !matches {
-            v.push(format!(
-                "acknowledged {:?} {} {} at {} is not in the committed log: {found:?}",
-                op.kind, op.player, op.value, op.zxid
-            ));
+        let z = parse_zxid(&op.zxid);
+        match by_zxid.get(&z) {
+            Some(e) if is_entry_of(op, e) => {}
+            Some(e) => v.push(format!(
+                "acknowledged {:?} {} {} at {} is committed as {:?}",
+                op.kind, op.player, op.value, op.zxid, e.op
+            )),
+            None => {
+                // Held by no node: it must have been compacted into a snapshot.
+                let covering = dbs
+                    .iter()
+                    .filter_map(|(id, d)| d.snapshot.as_ref().map(|s| (id, s)))
+                    .filter(|(_, s)| pair(s.zxid) >= z)
+                    .min_by_key(|(_, s)| s.zxid);
+                match covering {
+                    Some((id, s)) => {
+                        if let Some(why) = snapshot_contradicts(op, &s.game) {
+                            v.push(format!(
+                                "acknowledged {:?} {} {} at {}: {id}'s snapshot at {} {why}",
+                                op.kind, op.player, op.value, op.zxid, s.zxid
+                            ));
+                        }
+                    }
+                    None => v.push(format!(
+                        "acknowledged {:?} {} {} at {} is in no node's committed log or snapshot",
+                        op.kind, op.player, op.value, op.zxid
+                    )),
+                }
+            }
+        }
+        for ((id, d), held) in dbs.iter().zip(&held) {
+            if z > d.log_start && z <= d.committed_zxid() && !held.contains(&z) {
+                v.push(format!(
+                    "{id}'s committed log lacks acknowledged {} ({:?} {})",
+                    op.zxid, op.kind, op.player
+                ));
+            }
         }
     }
-    v.extend(game_rules(&entries));
+    // The game rules, replayed from the base's snapshot over the entries known without a gap;
+    // the replayed game must be every snapshot met on the way.
+    let base = &dbs[h.base].1;
+    let (mut game, from) = match &base.snapshot {
+        Some(s) => (s.game.clone(), pair(s.zxid)),
+        None => (Game::default(), (0, 0)),
+    };
+    if base.log_start != (0, 0) && base.snapshot.is_none() {
+        v.push(format!(
+            "{} compacted its log but holds no snapshot",
+            dbs[h.base].0
+        ));
+    }
+    let after: Vec<Entry> = entries
+        .iter()
+        .filter(|e| pair(e.zxid) > from && pair(e.zxid) <= h.complete_through)
+        .cloned()
+        .collect();
+    let mut checkpoints: Vec<(&String, &guessgame_core::Snapshot)> = dbs
+        .iter()
+        .filter_map(|(id, d)| d.snapshot.as_ref().map(|s| (id, s)))
+        .filter(|(_, s)| pair(s.zxid) > from && pair(s.zxid) <= h.complete_through)
+        .collect();
+    checkpoints.sort_by_key(|(_, s)| s.zxid);
+    let mut next = 0;
+    for e in &after {
+        v.extend(game_rules(game.clone(), std::slice::from_ref(e)));
+        game.apply(e);
+        while let Some((id, s)) = checkpoints.get(next).filter(|(_, s)| s.zxid <= e.zxid) {
+            if s.zxid == e.zxid && s.game != game {
+                v.push(format!(
+                    "{id}'s snapshot at {} holds {:?}; the committed log gives {game:?}",
+                    s.zxid, s.game
+                ));
+            }
+            next += 1;
+        }
+    }
     (entries.len(), v)
 }
 
-/// Replays the committed log: one guess per client per round, winner = closest guess (ties:
+fn pair(z: guessgame_core::Zxid) -> (u64, u64) {
+    crate::pair(z)
+}
+
+/// Whether `e` is the entry that acknowledged write or guess `op` says it committed.
+fn is_entry_of(op: &Op, e: &Entry) -> bool {
+    match (op.kind, &e.op) {
+        (
+            Kind::Write,
+            LogOp::Target {
+                round,
+                value,
+                client,
+            },
+        )
+        | (
+            Kind::Guess,
+            LogOp::Guess {
+                round,
+                value,
+                client,
+            },
+        ) => *round == op.round && *value == op.value && *client == op.player,
+        _ => false,
+    }
+}
+
+/// What a snapshot taken after acknowledged `op` shows against it, as far as its game tells
+/// (it keeps the open round's target and guesses and the last round's result).
+fn snapshot_contradicts(op: &Op, game: &Game) -> Option<String> {
+    if game.round < op.round {
+        return Some(format!(
+            "is at round {}, before the op's round {}",
+            game.round, op.round
+        ));
+    }
+    let last = game.last_result.as_ref().filter(|r| r.round == op.round);
+    match op.kind {
+        Kind::Write => {
+            let open_with = (game.round == op.round).then_some(game.target).flatten();
+            let target = open_with.or(last.map(|r| r.target));
+            match target {
+                Some(t) if t != op.value => Some(format!("has target {t} for round {}", op.round)),
+                _ => None,
+            }
+        }
+        Kind::Guess if game.round == op.round && game.target.is_some() => {
+            (!game.guesses.contains(&(op.player.clone(), op.value)))
+                .then(|| format!("lacks the guess in the open round: {:?}", game.guesses))
+        }
+        _ => None,
+    }
+}
+
+/// Replays the committed log from `game` (the state before its first entry): one guess per client per round, winner = closest guess (ties:
 /// earliest), rounds numbered in order.
-pub fn game_rules(entries: &[Entry]) -> Vec<String> {
+pub fn game_rules(mut game: Game, entries: &[Entry]) -> Vec<String> {
     let mut v = Vec::new();
-    let mut game = Game::default();
     for e in entries {
         match &e.op {
             LogOp::Guess { round, client, .. } => {
@@ -274,3 +376,6 @@ pub fn linearizability(
         ),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,6 +24,10 @@ impl NetCluster {
                 node.address = format!("{}:{PORT}", net.ip_of(k + 1));
             }
             config.request_timeout_ms = 2000;
+            // Snapshots and compaction many times per schedule, so that kills, stops and
+            // partitions hit nodes while they snapshot, compact and send snapshots.
+            config.snapshot_every = 100;
+            config.snapshot_retain = 20;
         })?;
         for k in 1..=n {
             nodes.set_launcher(&format!("node{k}"), net.exec_prefix(k));

@@ -91,7 +91,13 @@ pub struct Report {
     pub longest_unavailability_ms: u64,
     pub linearizable: String,
     pub violations: Vec<String>,
+    /// Committed entries the nodes' files hold together (compaction drops the older ones).
     pub committed_entries: usize,
+    /// From the nodes' logs: snapshots taken (each compacts the log), snapshots a leader
+    /// started sending to a follower behind its log, and snapshots followers installed.
+    pub snapshots_taken: usize,
+    pub snapshots_sent: usize,
+    pub snapshots_installed: usize,
     pub dir: String,
 }
 
@@ -378,6 +384,20 @@ pub async fn run_schedule(s: &Settings) -> anyhow::Result<Report> {
     }
     let final_states = checks::final_states(&cluster).await;
     cluster.stop_all();
+    let count = |what: &str| -> usize {
+        cluster
+            .nodes
+            .ids()
+            .iter()
+            .map(|id| {
+                std::fs::read_to_string(cluster.nodes.log_path(id))
+                    .map_or(0, |log| log.matches(what).count())
+            })
+            .sum()
+    };
+    report.snapshots_taken = count("snapshot taken; log compacted");
+    report.snapshots_sent = count("sending the snapshot");
+    report.snapshots_installed = count("installing the leader's snapshot");
 
     std::fs::write(
         dir.join("history.json"),
