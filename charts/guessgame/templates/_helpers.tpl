@@ -40,3 +40,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "guessgame.operatorImage" -}}
 {{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
 {{- end }}
+
+{{/* Backups: the namespace of the GuessGame backed up (and of the CronJob and its claim). */}}
+{{- define "guessgame.backupNamespace" -}}
+{{- default .Release.Namespace .Values.backup.namespace }}
+{{- end }}
+
+{{- define "guessgame.backupName" -}}
+{{- printf "%s-backup" .Values.backup.guessgame | trunc 52 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "guessgame.backupClaim" -}}
+{{- default (include "guessgame.backupName" .) .Values.backup.persistence.existingClaim }}
+{{- end }}
+
+{{- define "guessgame.backupLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "guessgame.name" . }}-backup
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: backup
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+guessgame.dev/backup-of: {{ .Values.backup.guessgame }}
+{{- end }}
