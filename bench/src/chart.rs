@@ -16,9 +16,9 @@ use crate::failover::StopKind;
 use crate::reads::ReadKind;
 use crate::report::{Report, Status};
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
-fn register_fonts() {
+pub(crate) fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
@@ -26,13 +26,57 @@ fn register_fonts() {
     });
 }
 
-fn color(system: &str) -> RGBColor {
+pub(crate) fn color(system: &str) -> RGBColor {
     match system {
         "guessgame" => RGBColor(0xd6, 0x27, 0x28),
         "zookeeper" => RGBColor(0x1f, 0x77, 0xb4),
         "etcd" => RGBColor(0x2c, 0xa0, 0x2c),
         _ => RGBColor(0x7f, 0x7f, 0x7f),
     }
+}
+
+/// The legend box of a panel's lines, upper left.
+pub(crate) fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 18))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// `subtitle`, with the systems that did not run (`(name, ran)`), across the top of
+/// `root`; the area under it.
+pub(crate) fn under_subtitle<'a, DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    mut subtitle: String,
+    systems: impl IntoIterator<Item = (&'a str, bool)>,
+) -> anyhow::Result<DrawingArea<DB, plotters::coord::Shift>>
+where
+    DB::ErrorType: 'static,
+{
+    let not_run: Vec<&str> = systems
+        .into_iter()
+        .filter(|(_, ran)| !ran)
+        .map(|(name, _)| name)
+        .collect();
+    if !not_run.is_empty() {
+        subtitle.push_str(&format!("; not run: {}", not_run.join(", ")));
+    }
+    let (top, body) = root.split_vertically(60);
+    top.draw(&Text::new(
+        subtitle,
+        (20, 20),
+        (FONT, 20).into_font().color(&BLACK),
+    ))?;
+    Ok(body)
 }
 
 /// One line: its legend, colour, whether dashed, and (index of C, value) points.
@@ -155,13 +199,7 @@ where
                         + Text::new(text, (dx, dy), (FONT, 16).into_font().color(&c))
                 }))?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .label_font((FONT, 18))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
+            legend(&mut chart)?;
         }};
     }
     if log_y {
@@ -329,21 +367,11 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
     if let Some(f) = &report.fsync {
         subtitle.push_str(&format!("; fsync floor p50 {:.3} ms", f.p50_ms));
     }
-    let skipped: Vec<&str> = report
+    let ran = report
         .systems
         .iter()
-        .filter(|s| !matches!(s.status, Status::Ok))
-        .map(|s| s.system.as_str())
-        .collect();
-    if !skipped.is_empty() {
-        subtitle.push_str(&format!("; not run: {}", skipped.join(", ")));
-    }
-    let (top, body) = root.split_vertically(60);
-    top.draw(&Text::new(
-        subtitle,
-        (20, 20),
-        (FONT, 20).into_font().color(&BLACK),
-    ))?;
+        .map(|s| (s.system.as_str(), matches!(s.status, Status::Ok)));
+    let body = under_subtitle(&root, subtitle, ran)?;
     let (upper, lower) = body.split_vertically(670);
     let (left, right) = upper.split_horizontally(800);
     panel(

@@ -147,9 +147,21 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Measure nothing: redraw the table and chart of an earlier run's results.json into
-    /// `--out`.
+    /// `--out` (with --long: of a long.json).
     #[arg(long, value_name = "RESULTS_JSON")]
     pub replot: Option<PathBuf>,
+    /// Long run instead of the windows: per system a fresh ensemble with snapshots and
+    /// compaction on, --long-clients writers until --long-entries writes are acknowledged;
+    /// every tenth, each member's memory and data on disk; after the 4th, 7th and 10th a
+    /// follower's restart time. Writes long.json, long.md and long.png.
+    #[arg(long)]
+    pub long: bool,
+    /// Acknowledged writes per system in the long run.
+    #[arg(long, default_value_t = 300_000)]
+    pub long_entries: u64,
+    /// Closed-loop writers of the long run.
+    #[arg(long, default_value_t = 16)]
+    pub long_clients: usize,
 }
 
 impl Args {
@@ -212,6 +224,22 @@ impl Args {
                 args.members % 2 == 1 && args.members <= 9,
                 "--members: an odd number up to 9"
             );
+        }
+        if args.long {
+            anyhow::ensure!(
+                args.endpoints.is_empty(),
+                "--long starts its own ensembles: no --endpoints"
+            );
+            anyhow::ensure!(
+                args.members >= 3,
+                "--long restarts a follower while the others keep a quorum: --members 3 or more"
+            );
+            anyhow::ensure!(
+                args.long_entries >= crate::long::CHECKPOINTS,
+                "--long-entries: at least {}",
+                crate::long::CHECKPOINTS
+            );
+            anyhow::ensure!(args.long_clients > 0, "--long-clients: at least 1");
         }
         if args.no_failover {
             args.failover.clear();

@@ -140,7 +140,7 @@ impl Meter {
     }
 }
 
-fn median(sorted: &[f64]) -> f64 {
+pub(crate) fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     if n == 0 {
         0.0

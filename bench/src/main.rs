@@ -7,7 +7,8 @@
 //! acknowledged, stop it; then the same with SIGTERM (a graceful stop) on a fresh ensemble.
 //! Prints a Markdown table on stdout and writes every figure as JSON and a PNG chart into
 //! `--out` (default `bench-out/`). `--endpoints` drives a guessgame ensemble started
-//! elsewhere instead (writes and reads only).
+//! elsewhere instead (writes and reads only). `--long` runs the long-run mode instead
+//! (memory, disk and restart time as the log grows: `long.rs`).
 //!
 //! ZooKeeper and etcd come from Debian's `zookeeper` and `etcd-server` packages (or
 //! `--etcd-bin`); the bench installs nothing, and reports a system it cannot find as skipped.
@@ -18,6 +19,9 @@ mod efficiency;
 mod failover;
 mod fsync;
 mod load;
+mod long;
+mod long_chart;
+mod long_report;
 mod reads;
 mod report;
 mod run;
@@ -45,27 +49,105 @@ fn os_name() -> String {
         .unwrap_or_else(|| std::env::consts::OS.to_string())
 }
 
-/// The table on stdout; results.json (unless replotting), results.md and chart.png in `out`.
-fn write_outputs(report: &Report, out: &Path, json: bool) -> anyhow::Result<()> {
-    let md = report.markdown();
+/// The names of a run's files in `--out`.
+struct OutFiles {
+    json: &'static str,
+    md: &'static str,
+    png: &'static str,
+}
+
+/// `md` on stdout and into `out`, with `json` (none when replotting) and the chart `draw`
+/// makes.
+fn write_files(
+    md: &str,
+    json: Option<String>,
+    out: &Path,
+    files: &OutFiles,
+    draw: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     println!("{md}");
     let mut wrote = Vec::new();
-    if json {
-        let path = out.join("results.json");
-        std::fs::write(&path, serde_json::to_string_pretty(report)? + "\n")?;
+    if let Some(json) = json {
+        let path = out.join(files.json);
+        std::fs::write(&path, json)?;
         wrote.push(path);
     }
-    let path = out.join("results.md");
-    std::fs::write(&path, &md)?;
+    let path = out.join(files.md);
+    std::fs::write(&path, md)?;
     wrote.push(path);
-    let png = out.join("chart.png");
-    match chart::draw(report, &png) {
+    let png = out.join(files.png);
+    match draw(&png) {
         Ok(()) => wrote.push(png),
         Err(e) => eprintln!("chart: {e:#}"),
     }
     let names: Vec<String> = wrote.iter().map(|p| p.display().to_string()).collect();
     eprintln!("wrote {}", names.join(", "));
     Ok(())
+}
+
+/// The table on stdout; results.json (unless replotting), results.md and chart.png in `out`.
+fn write_outputs(report: &Report, out: &Path, json: bool) -> anyhow::Result<()> {
+    let json = match json {
+        true => Some(serde_json::to_string_pretty(report)? + "\n"),
+        false => None,
+    };
+    let files = OutFiles {
+        json: "results.json",
+        md: "results.md",
+        png: "chart.png",
+    };
+    write_files(&report.markdown(), json, out, &files, |png| {
+        chart::draw(report, png)
+    })
+}
+
+/// This machine, for the report.
+fn machine() -> Machine {
+    Machine {
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        os: os_name(),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
+
+/// The temporary directory the ensembles go in (in `--work-dir` if given).
+fn work_dir(args: &Args) -> anyhow::Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("guessgame-bench-");
+    Ok(match &args.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            b.tempdir_in(d)?
+        }
+        None => b.tempdir()?,
+    })
+}
+
+/// With `--keep`, leaves the ensembles' directories behind (and says where).
+fn keep_work_dir(tmp: tempfile::TempDir, keep: bool) {
+    if keep {
+        let kept = tmp.keep();
+        eprintln!("ensemble directories kept in {}", kept.display());
+    }
+}
+
+/// The progress bar on stderr, `len` steps long.
+fn progress_bar(len: u64) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner:.green} {elapsed_precise:.dim} [{bar:32.cyan/blue}] {percent:>3}% {wide_msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -76,6 +158,9 @@ async fn main() -> anyhow::Result<()> {
         std::sync::atomic::Ordering::Relaxed,
     );
     std::fs::create_dir_all(&args.out)?;
+    if args.long {
+        return long::main(&args).await;
+    }
     if let Some(path) = &args.replot {
         let text = std::fs::read_to_string(path)?;
         let mut report: Report =
@@ -83,32 +168,11 @@ async fn main() -> anyhow::Result<()> {
         report.upgrade();
         return write_outputs(&report, &args.out, false);
     }
-    let tmp = match &args.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            tempfile::Builder::new()
-                .prefix("guessgame-bench-")
-                .tempdir_in(d)?
-        }
-        None => tempfile::Builder::new()
-            .prefix("guessgame-bench-")
-            .tempdir()?,
-    };
+    let tmp = work_dir(&args)?;
     let work = tmp.path().to_path_buf();
 
     let per_system = args.planned_ms();
-    let pb = ProgressBar::with_draw_target(
-        Some(per_system * args.systems.len() as u64),
-        ProgressDrawTarget::stderr(),
-    );
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{spinner:.green} {elapsed_precise:.dim} [{bar:32.cyan/blue}] {percent:>3}% {wide_msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    pb.enable_steady_tick(Duration::from_millis(120));
+    let pb = progress_bar(per_system * args.systems.len() as u64);
 
     pb.set_message("measuring the fsync floor");
     // Against --endpoints the data directories are elsewhere: this disk says nothing.
@@ -152,16 +216,7 @@ async fn main() -> anyhow::Result<()> {
     pb.finish_and_clear();
 
     let report = Report {
-        machine: Machine {
-            cores: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            os: os_name(),
-            started_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        },
+        machine: machine(),
         settings: Settings {
             members: args.members,
             clients: args.clients.clone(),
@@ -188,10 +243,7 @@ async fn main() -> anyhow::Result<()> {
         systems: reports,
     };
     write_outputs(&report, &args.out, true)?;
-    if args.keep {
-        let kept = tmp.keep();
-        eprintln!("ensemble directories kept in {}", kept.display());
-    }
+    keep_work_dir(tmp, args.keep);
     if report.systems.iter().any(|s| s.failed()) {
         std::process::exit(1);
     }

@@ -149,7 +149,7 @@ pub struct Report {
     pub systems: Vec<SystemReport>,
 }
 
-fn f1(x: f64) -> String {
+pub(crate) fn f1(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else if x >= 10.0 {
@@ -159,7 +159,7 @@ fn f1(x: f64) -> String {
     }
 }
 
-fn thousands(x: f64) -> String {
+pub(crate) fn thousands(x: f64) -> String {
     let n = x.round() as u64;
     let s = n.to_string();
     let mut out = String::new();

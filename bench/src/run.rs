@@ -29,7 +29,7 @@ pub fn say(pb: &ProgressBar, line: String) {
     }
 }
 
-fn secs(s: f64) -> Duration {
+pub(crate) fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
@@ -44,11 +44,22 @@ struct Ctx<'a> {
     pb: &'a ProgressBar,
 }
 
+/// Says under the progress bar that `step` of `system` failed; the reason, for the report.
+pub(crate) fn say_failed(
+    pb: &ProgressBar,
+    system: &str,
+    step: &dyn std::fmt::Display,
+    e: anyhow::Error,
+) -> String {
+    let why = format!("{e:#}");
+    say(pb, format!("{system:>10} {step} FAILED: {why}"));
+    why
+}
+
 impl Ctx<'_> {
     /// Records a failed step and says so under the progress bar.
     fn failed(&self, sys: &mut SystemReport, step: Step, e: anyhow::Error) {
-        let why = format!("{e:#}");
-        say(self.pb, format!("{:>10} {step} FAILED: {why}", sys.system));
+        let why = say_failed(self.pb, &sys.system, &step, e);
         sys.steps.push(StepNote {
             step,
             outcome: Outcome::Failed,
@@ -312,6 +323,30 @@ where
     }
 }
 
+/// The version of `system` (and the server binary, for etcd: `etcd_bin`), or why it cannot
+/// run.
+pub(crate) fn identify(
+    system: System,
+    etcd_bin: Option<&Path>,
+) -> Result<(String, Option<PathBuf>), String> {
+    let missing = match system {
+        System::Guessgame => systems::guessgame::missing(),
+        System::Zookeeper => systems::zookeeper::missing(),
+        System::Etcd => systems::etcd::missing(etcd_bin),
+    };
+    if let Some(why) = missing {
+        return Err(why);
+    }
+    Ok(match system {
+        System::Guessgame => (systems::guessgame::version(), None),
+        System::Zookeeper => (systems::zookeeper::version(), None),
+        System::Etcd => {
+            let bin = etcd_bin.expect("checked by missing()");
+            (systems::etcd::version(bin), Some(bin.to_path_buf()))
+        }
+    })
+}
+
 /// Runs `system` on ensembles the bench starts in `work`.
 pub async fn run_system(
     system: System,
@@ -323,27 +358,19 @@ pub async fn run_system(
     let cx = Ctx { args, next_op, pb };
     let mut sys = report_of(system);
     let etcd_bin = args.etcd_binary();
-    let missing = match system {
-        System::Guessgame => systems::guessgame::missing(),
-        System::Zookeeper => systems::zookeeper::missing(),
-        System::Etcd => systems::etcd::missing(etcd_bin.as_deref()),
-    };
-    if let Some(why) = missing {
-        sys.version = "—".into();
-        sys.status = Status::Skipped;
-        say(pb, format!("{:>10} skipped: {why}", sys.system));
-        sys.reason = Some(why);
-        return sys;
-    }
-    sys.version = match system {
-        System::Guessgame => systems::guessgame::version(),
-        System::Zookeeper => systems::zookeeper::version(),
-        System::Etcd => {
-            let bin = etcd_bin.clone().expect("checked by missing()");
-            sys.binary = Some(bin.display().to_string());
-            systems::etcd::version(&bin)
+    match identify(system, etcd_bin.as_deref()) {
+        Ok((version, binary)) => {
+            sys.version = version;
+            sys.binary = binary.map(|b| b.display().to_string());
         }
-    };
+        Err(why) => {
+            sys.version = "—".into();
+            sys.status = Status::Skipped;
+            say(pb, format!("{:>10} skipped: {why}", sys.system));
+            sys.reason = Some(why);
+            return sys;
+        }
+    }
     let dir = work.join(system.name());
     if let Err(e) = std::fs::create_dir_all(&dir) {
         sys.status = Status::Failed;

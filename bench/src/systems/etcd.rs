@@ -33,7 +33,10 @@ use anyhow::{bail, Context};
 use guessgame_client::cluster::free_ports;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{log_tail, running_pids, value_of, Ensemble, Proc, Reader, Verification, Writer};
+use super::{
+    log_tail, running_pids, value_of, Ensemble, Proc, Reader, Retention, Verification, Writer,
+};
+use crate::long::{Disk, LongRun, Position};
 use crate::reads::ReadKind;
 
 pub mod pb {
@@ -94,7 +97,22 @@ pub struct Etcd {
     procs: Vec<Proc>,
     client_urls: Vec<String>,
     logs: Vec<PathBuf>,
+    /// What starting (and restarting) a member needs.
+    bin: PathBuf,
+    peer_urls: Vec<String>,
+    homes: Vec<PathBuf>,
+    retention: Retention,
 }
+
+/// What `--long` adds to every member's flags: keep the last 1,000 revisions of the key
+/// space (etcd's revision compactor looks every 5 minutes). Snapshots (every 100,000
+/// entries), and the 5 WAL and snapshot files kept, stay at their defaults.
+const AUTO_COMPACTION: [&str; 4] = [
+    "--auto-compaction-mode",
+    "revision",
+    "--auto-compaction-retention",
+    "1000",
+];
 
 pub struct EtcdWriter {
     clients: Vec<KvClient<Channel>>,
@@ -174,6 +192,16 @@ impl Etcd {
         bin: &Path,
         failover_attempt: Duration,
     ) -> anyhow::Result<Etcd> {
+        Self::start_with(dir, size, bin, failover_attempt, Retention::Bench).await
+    }
+
+    pub async fn start_with(
+        dir: &Path,
+        size: usize,
+        bin: &Path,
+        failover_attempt: Duration,
+        retention: Retention,
+    ) -> anyhow::Result<Etcd> {
         let ports = free_ports(2 * size)?;
         let client_urls: Vec<String> = (0..size)
             .map(|k| format!("http://127.0.0.1:{}", ports[k]))
@@ -181,55 +209,69 @@ impl Etcd {
         let peer_urls: Vec<String> = (0..size)
             .map(|k| format!("http://127.0.0.1:{}", ports[size + k]))
             .collect();
-        let initial: String = (0..size)
-            .map(|k| format!("m{}={}", k + 1, peer_urls[k]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut procs = Vec::new();
-        let mut logs = Vec::new();
-        for k in 0..size {
-            let home = dir.join(format!("m{}", k + 1));
-            std::fs::create_dir_all(&home)?;
-            let mut cmd = Command::new(bin);
-            cmd.arg("--name")
-                .arg(format!("m{}", k + 1))
-                .arg("--data-dir")
-                .arg(home.join("data"))
-                .arg("--listen-client-urls")
-                .arg(&client_urls[k])
-                .arg("--advertise-client-urls")
-                .arg(&client_urls[k])
-                .arg("--listen-peer-urls")
-                .arg(&peer_urls[k])
-                .arg("--initial-advertise-peer-urls")
-                .arg(&peer_urls[k])
-                .arg("--initial-cluster")
-                .arg(&initial)
-                .arg("--initial-cluster-token")
-                .arg("guessgame-bench")
-                .arg("--initial-cluster-state")
-                .arg("new")
-                .arg("--logger")
-                .arg("zap")
-                .arg("--log-outputs")
-                .arg("stderr")
-                .arg("--log-level")
-                .arg("warn")
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .current_dir(&home);
-            let log = home.join("etcd.log");
-            procs.push(Proc::spawn(cmd, &log)?);
-            logs.push(log);
-        }
+        let homes: Vec<PathBuf> = (0..size).map(|k| dir.join(format!("m{}", k + 1))).collect();
         let mut me = Etcd {
             failover_attempt,
-            procs,
+            procs: Vec::new(),
             client_urls,
-            logs,
+            logs: homes.iter().map(|h| h.join("etcd.log")).collect(),
+            bin: bin.to_path_buf(),
+            peer_urls,
+            homes,
+            retention,
         };
+        for k in 0..size {
+            std::fs::create_dir_all(&me.homes[k])?;
+            let p = Proc::spawn(me.member_command(k), &me.logs[k])?;
+            me.procs.push(p);
+        }
         me.wait_ready(Duration::from_secs(60)).await?;
         Ok(me)
+    }
+
+    /// Member `k`'s server (on a restart, etcd reads its membership from its data directory
+    /// and ignores the `--initial-*` flags).
+    fn member_command(&self, k: usize) -> Command {
+        let initial: String = self
+            .peer_urls
+            .iter()
+            .enumerate()
+            .map(|(j, url)| format!("m{}={url}", j + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let home = &self.homes[k];
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--name")
+            .arg(format!("m{}", k + 1))
+            .arg("--data-dir")
+            .arg(home.join("data"))
+            .arg("--listen-client-urls")
+            .arg(&self.client_urls[k])
+            .arg("--advertise-client-urls")
+            .arg(&self.client_urls[k])
+            .arg("--listen-peer-urls")
+            .arg(&self.peer_urls[k])
+            .arg("--initial-advertise-peer-urls")
+            .arg(&self.peer_urls[k])
+            .arg("--initial-cluster")
+            .arg(&initial)
+            .arg("--initial-cluster-token")
+            .arg("guessgame-bench")
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .arg("--logger")
+            .arg("zap")
+            .arg("--log-outputs")
+            .arg("stderr")
+            .arg("--log-level")
+            .arg("warn")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(home);
+        if self.retention == Retention::LongRun {
+            cmd.args(AUTO_COMPACTION);
+        }
+        cmd
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
@@ -406,5 +448,55 @@ impl Ensemble for Etcd {
         for p in &mut self.procs {
             p.kill();
         }
+    }
+}
+
+fn revision(rev: i64) -> Position {
+    let rev = rev.max(0) as u64;
+    Position::new((0, rev), format!("revision {rev}"))
+}
+
+impl LongRun for Etcd {
+    fn retention(&self) -> String {
+        format!(
+            "{} (the compactor runs every 5 minutes); snapshot-count 100,000, max-wals 5, max-snapshots 5 (defaults); no defragmentation",
+            AUTO_COMPACTION.join(" ")
+        )
+    }
+
+    /// Its `--data-dir` (`member/wal/`, `member/snap/` with the `db` file).
+    fn disk(&self, m: usize) -> Disk {
+        let data = self.homes[m].join("data");
+        let member = data.join("member");
+        Disk::of(
+            std::slice::from_ref(&data),
+            &[
+                ("wal", &[member.join("wal")]),
+                ("db", &[member.join("snap").join("db")]),
+            ],
+        )
+    }
+
+    async fn committed(&self, m: usize) -> anyhow::Result<Position> {
+        let s = status(&self.client_urls[m]).await?;
+        Ok(revision(s.header.map(|h| h.revision).unwrap_or(0)))
+    }
+
+    /// The revision a serializable Range through member `m` answers with.
+    async fn following(&self, m: usize) -> Option<Position> {
+        let mut c = KvClient::new(channel(&self.client_urls[m]).ok()?);
+        let mut req = tonic::Request::new(pb::RangeRequest {
+            key: key_of(0, true),
+            serializable: true,
+            ..Default::default()
+        });
+        req.set_timeout(Duration::from_millis(500));
+        let r = c.range(req).await.ok()?.into_inner();
+        Some(revision(r.header?.revision))
+    }
+
+    fn restart(&mut self, m: usize) -> anyhow::Result<()> {
+        self.procs[m] = Proc::spawn(self.member_command(m), &self.logs[m])?;
+        Ok(())
     }
 }

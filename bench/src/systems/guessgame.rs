@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use guessgame_client::cluster::{find_binary, LocalCluster};
-use guessgame_client::{Client, ClientError, Session};
+use guessgame_client::status::node_status;
+use guessgame_client::{Client, ClientError, Role, Session, Zxid};
 use guessgame_core::Op;
 use guessgame_node::storage::{LogStore, SqliteLog};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{signal, Ensemble, Reader, Verification, Writer};
+use super::{signal, Ensemble, Reader, Retention, Verification, Writer};
+use crate::long::{self, Disk, LongRun, Position};
 use crate::reads::ReadKind;
 
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -147,7 +149,22 @@ impl Writer for GgWriter {
 
 impl Guessgame {
     pub async fn start(dir: &Path, size: usize) -> anyhow::Result<Guessgame> {
-        let mut cluster = LocalCluster::new(size, Some(dir.to_path_buf()), |_| {})?;
+        Self::start_with(dir, size, Retention::Bench).await
+    }
+
+    pub async fn start_with(
+        dir: &Path,
+        size: usize,
+        retention: Retention,
+    ) -> anyhow::Result<Guessgame> {
+        // The loss check looks every acknowledged write up in the new leader's log after the
+        // run, so the log must hold all of them: no compaction within a benchmark run (a run
+        // writes far fewer entries than this). The long run keeps the node's defaults.
+        let mut cluster = LocalCluster::new(size, Some(dir.to_path_buf()), |c| {
+            if retention == Retention::Bench {
+                c.snapshot_every = 10_000_000
+            }
+        })?;
         cluster.start_all()?;
         cluster
             .wait_for_leader(Duration::from_secs(30))
@@ -295,5 +312,51 @@ impl Ensemble for Guessgame {
 
     fn stop(&mut self) {
         self.cluster.kill_all();
+    }
+}
+
+fn position(z: Zxid) -> Position {
+    Position::new((z.epoch, z.counter), z.to_string())
+}
+
+impl LongRun for Guessgame {
+    fn retention(&self) -> String {
+        let c = &self.cluster.config;
+        format!(
+            "snapshot_every = {}, snapshot_retain = {} (the node's defaults: a snapshot every {} committed entries, the log compacted to {} entries below it)",
+            c.snapshot_every, c.snapshot_retain, c.snapshot_every, c.snapshot_retain
+        )
+    }
+
+    /// Its `logs_<id>.db*` files in the data directory the members share.
+    fn disk(&self, m: usize) -> Disk {
+        let db = self.cluster.db_path(&self.ids[m]);
+        let name = db
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let all = long::files_with_prefix(&self.cluster.data_dir(), &name);
+        let wal = db.with_file_name(format!("{name}-wal"));
+        Disk::of(&all, &[(".db", &[db]), ("-wal", &[wal])])
+    }
+
+    async fn committed(&self, m: usize) -> anyhow::Result<Position> {
+        let (id, address) = &self.cluster.endpoints()[m];
+        let st = node_status(id, address, Duration::from_millis(1000)).await;
+        if let Some(e) = st.error {
+            bail!("Status of {id}: {e}");
+        }
+        Ok(position(st.last_committed))
+    }
+
+    async fn following(&self, m: usize) -> Option<Position> {
+        let (id, address) = &self.cluster.endpoints()[m];
+        let st = node_status(id, address, Duration::from_millis(500)).await;
+        (st.role == Role::Follower).then(|| position(st.last_committed))
+    }
+
+    fn restart(&mut self, m: usize) -> anyhow::Result<()> {
+        let id = self.ids[m].clone();
+        self.cluster.start(&id)
     }
 }

@@ -41,6 +41,17 @@ pub struct Verification {
     pub method: String,
 }
 
+/// How an ensemble keeps its history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retention {
+    /// The benchmark windows: guessgame compacts nothing (the loss check after a failover
+    /// reads the whole log); ZooKeeper and etcd as they come.
+    Bench,
+    /// `--long`: as a user running it for months would configure it — guessgame's default
+    /// snapshot policy, ZooKeeper's autopurge, etcd's auto-compaction.
+    LongRun,
+}
+
 /// A running ensemble.
 pub(crate) trait Ensemble {
     type W: Writer;

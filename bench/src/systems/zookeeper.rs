@@ -13,8 +13,10 @@ use guessgame_client::cluster::free_ports;
 use zookeeper_client as zk;
 
 use super::{
-    log_tail, port_open, running_pids, value_of, Ensemble, Proc, Reader, Verification, Writer,
+    log_tail, port_open, running_pids, value_of, Ensemble, Proc, Reader, Retention, Verification,
+    Writer,
 };
+use crate::long::{self, Disk, LongRun, Position};
 use crate::reads::ReadKind;
 
 /// Budget of one request of the read-back after the failover.
@@ -52,6 +54,42 @@ pub struct Zookeeper {
     procs: Vec<Proc>,
     client_ports: Vec<u16>,
     logs: Vec<PathBuf>,
+    /// Each member's directory (its `zoo.cfg`, `data/`, log) and the JVM's classpath: what
+    /// a restart needs.
+    homes: Vec<PathBuf>,
+    classpath: String,
+}
+
+/// What `--long` adds to `zoo.cfg`: keep the 3 newest snapshots (and the transaction logs
+/// they need), purge the rest every hour (the smallest interval; it also runs at start-up).
+/// snapCount stays at its default (100,000).
+const AUTOPURGE: &str = "autopurge.snapRetainCount=3\nautopurge.purgeInterval=1\n";
+
+/// The JVM of the member whose directory is `home`.
+fn member_command(classpath: &str, home: &Path) -> Command {
+    let mut cmd = Command::new("java");
+    cmd.arg("-Xmx1000m")
+        .arg(format!("-Dzookeeper.log.dir={}", home.display()))
+        .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=info")
+        .arg("-cp")
+        .arg(classpath)
+        .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+        .arg(home.join("zoo.cfg"))
+        .current_dir(home);
+    cmd
+}
+
+/// The `Zxid: 0x…` line of a `srvr` answer.
+fn srvr_zxid(srvr: &str) -> Option<u64> {
+    srvr.lines().find_map(|l| {
+        let hex = l.strip_prefix("Zxid: ")?.trim();
+        u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok()
+    })
+}
+
+/// A ZooKeeper zxid: epoch in the high 32 bits, counter in the low ones.
+fn position(zxid: u64) -> Position {
+    Position::new((zxid >> 32, zxid & 0xffff_ffff), format!("{zxid:#x}"))
 }
 
 pub struct ZkWriter {
@@ -151,6 +189,14 @@ async fn read_back(c: &zk::Client, path: &str) -> anyhow::Result<u64> {
 
 impl Zookeeper {
     pub async fn start(dir: &Path, size: usize) -> anyhow::Result<Zookeeper> {
+        Self::start_with(dir, size, Retention::Bench).await
+    }
+
+    pub async fn start_with(
+        dir: &Path,
+        size: usize,
+        retention: Retention,
+    ) -> anyhow::Result<Zookeeper> {
         let ports = free_ports(3 * size)?;
         let client_ports = ports[..size].to_vec();
         let servers: String = (0..size)
@@ -163,45 +209,44 @@ impl Zookeeper {
                 )
             })
             .collect();
+        let purge = if retention == Retention::LongRun {
+            AUTOPURGE
+        } else {
+            ""
+        };
         let mut classpath = JAR.to_string();
         if Path::new(SLF4J_SIMPLE).is_file() {
             classpath = format!("{classpath}:{SLF4J_SIMPLE}");
         }
         let mut procs = Vec::new();
         let mut logs = Vec::new();
+        let mut homes = Vec::new();
         for (k, client_port) in client_ports.iter().enumerate() {
             let home = dir.join(format!("zk{}", k + 1));
             let data = home.join("data");
             std::fs::create_dir_all(&data)?;
             std::fs::write(data.join("myid"), format!("{}\n", k + 1))?;
-            let cfg = home.join("zoo.cfg");
             std::fs::write(
-                &cfg,
+                home.join("zoo.cfg"),
                 format!(
                     "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
                      clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
-                     4lw.commands.whitelist=srvr,ruok\n{servers}",
+                     4lw.commands.whitelist=srvr,ruok\n{purge}{servers}",
                     data.display(),
                     client_port
                 ),
             )?;
-            let mut cmd = Command::new("java");
-            cmd.arg("-Xmx1000m")
-                .arg(format!("-Dzookeeper.log.dir={}", home.display()))
-                .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=info")
-                .arg("-cp")
-                .arg(&classpath)
-                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-                .arg(&cfg)
-                .current_dir(&home);
             let log = home.join("zookeeper.log");
-            procs.push(Proc::spawn(cmd, &log)?);
+            procs.push(Proc::spawn(member_command(&classpath, &home), &log)?);
             logs.push(log);
+            homes.push(home);
         }
         let mut me = Zookeeper {
             procs,
             client_ports,
             logs,
+            homes,
+            classpath,
         };
         me.wait_ready(Duration::from_secs(90)).await?;
         let c = me.connect(&me.connect_string(0, false)).await?;
@@ -379,5 +424,63 @@ impl Ensemble for Zookeeper {
         for p in &mut self.procs {
             p.kill();
         }
+    }
+}
+
+impl LongRun for Zookeeper {
+    fn retention(&self) -> String {
+        "snapCount 100,000 (the default: a snapshot and a new transaction log every 50,000-100,000 transactions), \
+         autopurge.snapRetainCount=3, autopurge.purgeInterval=1 (hours; the purge also runs at start-up)"
+            .into()
+    }
+
+    /// Its `data/` directory (`myid`, `version-2/` with the transaction logs and snapshots).
+    fn disk(&self, m: usize) -> Disk {
+        let data = self.homes[m].join("data");
+        let v2 = data.join("version-2");
+        Disk::of(
+            std::slice::from_ref(&data),
+            &[
+                ("txn logs", &long::files_with_prefix(&v2, "log.")),
+                ("snapshots", &long::files_with_prefix(&v2, "snapshot.")),
+            ],
+        )
+    }
+
+    async fn committed(&self, m: usize) -> anyhow::Result<Position> {
+        let out = srvr(self.client_ports[m]).context("no answer to srvr")?;
+        srvr_zxid(&out)
+            .map(position)
+            .with_context(|| format!("no Zxid in the srvr answer: {out:?}"))
+    }
+
+    async fn following(&self, m: usize) -> Option<Position> {
+        let out = srvr(self.client_ports[m])?;
+        let following = out.lines().any(|l| l.trim() == "Mode: follower");
+        following.then(|| srvr_zxid(&out).map(position)).flatten()
+    }
+
+    fn restart(&mut self, m: usize) -> anyhow::Result<()> {
+        let cmd = member_command(&self.classpath, &self.homes[m]);
+        self.procs[m] = Proc::spawn(cmd, &self.logs[m])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zxid_of_a_srvr_answer() {
+        let out = "Zookeeper version: 3.8.0\nLatency min/avg/max: 0/0.5/12\nZxid: 0x100000a3c\nMode: follower\n";
+        assert_eq!(srvr_zxid(out), Some(0x1_0000_0a3c));
+        let p = position(0x1_0000_0a3c);
+        assert_eq!(p.order, (1, 0xa3c));
+        assert!(position(0x2_0000_0001) > p);
+        assert_eq!(
+            srvr_zxid("This ZooKeeper instance is not currently serving requests"),
+            None
+        );
     }
 }
