@@ -193,7 +193,10 @@ fn lone_game_on(rt: &tokio::runtime::Runtime, cluster: &LocalCluster, id: &str) 
     let s = rt
         .block_on(c.read_allowing_stale())
         .unwrap_or_else(|e| panic!("stale read on {id}: {e}"));
-    assert!(s.stale.is_some(), "{id} is alone, so its answer says it is stale: {s:?}");
+    assert!(
+        s.stale.is_some(),
+        "{id} is alone, so its answer says it is stale: {s:?}"
+    );
     s
 }
 

@@ -42,6 +42,18 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Bridge cuts, one after another on one ensemble: the leader cut from all followers
+    /// but one; prints how long until a write through the four followers commits, and the
+    /// epochs started (median and max over the runs).
+    Bridge {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Give up on one run after this many seconds without a committed write.
+        #[arg(long, default_value_t = 15)]
+        limit_s: u64,
+    },
     /// One long schedule (also how to replay a failing seed).
     Soak {
         #[arg(long)]
@@ -74,6 +86,37 @@ fn print_report(r: &Report) {
     for v in &r.violations {
         println!("    VIOLATION: {v}");
     }
+}
+
+/// Prints the bridge runs' figures; the exit status says whether every run recovered.
+fn bridge_summary(result: anyhow::Result<Vec<chaos::bridge::BridgeRun>>) -> i32 {
+    let runs = match result {
+        Ok(runs) => runs,
+        Err(e) => {
+            eprintln!("guessgame-chaos bridge: {e:#}");
+            return 1;
+        }
+    };
+    let mut ms: Vec<u64> = runs.iter().filter_map(|r| r.recovered_ms).collect();
+    ms.sort_unstable();
+    let stuck = runs.len() - ms.len();
+    let mut epochs: Vec<u64> = runs.iter().map(|r| r.epochs_while_cut).collect();
+    epochs.sort_unstable();
+    let after: u64 = runs.iter().map(|r| r.epochs_after_heal).sum();
+    let at = |v: &[u64], p: f64| {
+        v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+    };
+    println!(
+        "\nbridge: {} runs; write committed after median {:?} ms, p90 {:?} ms, max {:?} ms; {stuck} without a commit; epochs while cut median {:?}, max {:?}; epochs after healing {after} in all",
+        runs.len(),
+        at(&ms, 0.5),
+        at(&ms, 0.9),
+        ms.last(),
+        at(&epochs, 0.5),
+        epochs.last(),
+    );
+    i32::from(stuck > 0)
 }
 
 fn main() {
@@ -113,6 +156,20 @@ fn main() {
             )
         }
         Cmd::Soak { seed, duration_s } => (vec![seed], duration_s),
+        Cmd::Bridge {
+            runs,
+            seed,
+            limit_s,
+        } => {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let result = rt.block_on(chaos::bridge::run_bridges(
+                cli.out.clone(),
+                runs,
+                seed,
+                Duration::from_secs(limit_s),
+            ));
+            std::process::exit(bridge_summary(result));
+        }
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let started = Instant::now();

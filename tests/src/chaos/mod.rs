@@ -1,8 +1,9 @@
 //! Jepsen-style runs against real processes: five `guessgame-node`s on their own test hosts
 //! (network namespaces), concurrent clients recording a history, a nemesis that kills,
-//! pauses and partitions, then checks: linearizability (Porcupine), durability of every
+//! pauses, partitions (whole and bridge) and stops, then checks: linearizability (Porcupine), durability of every
 //! acknowledged write, game rules on the replicated log, monotonic local reads.
 
+pub mod bridge;
 pub mod checks;
 pub mod cluster;
 pub mod netns;
@@ -220,7 +221,7 @@ async fn fault(
     let injected = |at: &mut u64| *at = start.elapsed().as_micros() as u64;
     let leader = current_leader(c).await;
     let pick = |rng: &mut Rng| 1 + rng.below(n as u64) as usize;
-    let what = match rng.below(8) {
+    let what = match rng.below(9) {
         0 | 1 => {
             let k = leader.unwrap_or_else(|| pick(rng));
             c.kill(k);
@@ -296,6 +297,19 @@ async fn fault(
                 "reconfig remove node{k}{} ({removal}), then node{k} rejoins via node{via}",
                 if Some(k) == leader { " (leader)" } else { "" }
             )
+        }
+        8 => {
+            // A bridge (non-transitive) partition: the leader keeps one follower, the four
+            // followers still reach each other, so a connected majority must elect.
+            let l = leader.unwrap_or_else(|| pick(rng));
+            let bridge = (l + rng.below(n as u64 - 1) as usize) % n + 1;
+            for k in (1..=n).filter(|&k| k != l && k != bridge) {
+                c.net.cut(l, k)?;
+            }
+            injected(&mut at);
+            tokio::time::sleep(hold).await;
+            c.net.heal()?;
+            format!("bridge: node{l} cut from all but node{bridge}")
         }
         _ => {
             let a = pick(rng);
