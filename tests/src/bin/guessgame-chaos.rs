@@ -105,16 +105,16 @@ fn bridge_summary(result: anyhow::Result<Vec<chaos::bridge::BridgeRun>>) -> i32 
     let after: u64 = runs.iter().map(|r| r.epochs_after_heal).sum();
     let at = |v: &[u64], p: f64| {
         v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
-            .copied()
+            .map_or("-".to_string(), |x| x.to_string())
     };
     println!(
-        "\nbridge: {} runs; write committed after median {:?} ms, p90 {:?} ms, max {:?} ms; {stuck} without a commit; epochs while cut median {:?}, max {:?}; epochs after healing {after} in all",
+        "\nbridge: {} runs; write committed after median {} ms, p90 {} ms, max {} ms; {stuck} without a commit; epochs while cut median {}, max {}; epochs after healing {after} in all",
         runs.len(),
         at(&ms, 0.5),
         at(&ms, 0.9),
-        ms.last(),
+        at(&ms, 1.0),
         at(&epochs, 0.5),
-        epochs.last(),
+        at(&epochs, 1.0),
     );
     i32::from(stuck > 0)
 }
