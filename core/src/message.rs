@@ -14,6 +14,11 @@ pub enum Message {
     Hello {
         accepted_epoch: u64,
         creds: Credentials,
+        /// The sender has looked for a leader for a whole gathering window and still hears
+        /// fewer than a quorum of looking voters (itself included): it cannot win an
+        /// election, so nobody defers to it (a leader cut from all followers but one must
+        /// not hold the connected majority back). False while it is still gathering.
+        sees_only_a_minority: bool,
     },
     /// Answer to `Hello` from a node that has a live leader.
     LeaderIs {

@@ -52,6 +52,7 @@ fn leader() -> Engine {
                     last_zxid: Zxid::ZERO,
                     node_id: "a".into(),
                 },
+                sees_only_a_minority: false,
             },
         },
     );

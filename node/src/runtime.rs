@@ -620,6 +620,7 @@ mod tests {
                     last_zxid: Zxid::ZERO,
                     node_id: from.into(),
                 },
+                sees_only_a_minority: false,
             },
         };
         // "c" ranks highest among the looking nodes: after the gathering delay it stands,

@@ -205,9 +205,11 @@ pub fn message_to_pb(m: &Message) -> pb::PeerMessage {
         Message::Hello {
             accepted_epoch,
             creds,
+            sees_only_a_minority,
         } => Body::Hello(pb::Hello {
             accepted_epoch: *accepted_epoch,
             creds: Some(creds_to_pb(creds)),
+            sees_only_a_minority: *sees_only_a_minority,
         }),
         Message::LeaderIs { leader, epoch } => Body::LeaderIs(pb::LeaderIs {
             leader: leader.clone(),
@@ -327,6 +329,7 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
         Body::Hello(h) => Message::Hello {
             accepted_epoch: h.accepted_epoch,
             creds: creds_from_pb(h.creds)?,
+            sees_only_a_minority: h.sees_only_a_minority,
         },
         Body::LeaderIs(l) => Message::LeaderIs {
             leader: l.leader,
@@ -458,6 +461,7 @@ mod tests {
             Message::Hello {
                 accepted_epoch: 2,
                 creds: creds.clone(),
+                sees_only_a_minority: true,
             },
             Message::EpochRejected {
                 epoch: 3,

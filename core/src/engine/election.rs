@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::events::{Output, StorageOp};
 use super::quorum::voters_among;
-use super::state::{CandidateState, FollowerState, LookingState, Role};
+use super::state::{CandidateState, FollowerState, Heard, LookingState, Refusal, Role};
 use super::{send, send_all, ClientError, Engine};
 use crate::message::Message;
 use crate::types::{Credentials, NodeId};
@@ -30,8 +30,7 @@ impl Engine {
         let Role::Looking(s) = &mut self.role else {
             return;
         };
-        s.heard
-            .retain(|_, (_, _, at)| now.saturating_sub(*at) <= et);
+        s.heard.retain(|_, h| now.saturating_sub(h.at) <= et);
         // A leader we were pointed to gets a few heartbeats to sync us; if it is dead (the
         // pointer was stale), stop waiting for it.
         if let Some((_, at)) = &s.joining {
@@ -107,10 +106,13 @@ impl Engine {
         send_all(out, to, self.hello());
     }
 
-    /// Bully rule: stand when a quorum is looking and we rank highest among them. A node
-    /// that keeps deferring to a higher one that never wins stands anyway after two
-    /// election timeouts (acceptors still refuse a lower-ranked candidate, so this only
-    /// helps when the higher one cannot reach a quorum).
+    /// Bully rule: stand when a quorum is looking and we rank highest among those of them
+    /// that could win (that hear a quorum of looking voters themselves: a node that sees
+    /// only a minority, such as a leader cut from all followers but one, never stands, so
+    /// waiting for it would stall the majority). A node that keeps deferring to a higher
+    /// one that never wins stands anyway after two election timeouts (acceptors still
+    /// refuse a lower-ranked candidate, so this only helps when the higher one cannot
+    /// reach a quorum).
     fn maybe_stand(&mut self, out: &mut Vec<Output>) {
         let Role::Looking(s) = &self.role else {
             return;
@@ -132,7 +134,11 @@ impl Engine {
             return;
         }
         let me = self.creds();
-        let highest = s.heard.values().all(|(c, _, _)| *c < me);
+        let highest = s
+            .heard
+            .values()
+            .all(|h| h.sees_only_a_minority || h.creds < me)
+            && s.deferring_to.as_ref().is_none_or(|c| *c < me);
         let patience = 2 * self.timing.election_timeout_ms;
         if !highest && self.now.saturating_sub(s.since) < patience {
             return;
@@ -140,7 +146,7 @@ impl Engine {
         let epoch = s
             .heard
             .values()
-            .map(|(_, e, _)| *e)
+            .map(|h| h.accepted_epoch)
             .chain([self.accepted_epoch, self.max_seen_epoch])
             .max()
             .unwrap_or(0)
@@ -164,6 +170,7 @@ impl Engine {
 
     fn stand(&mut self, epoch: u64, out: &mut Vec<Output>) {
         tracing::info!(node = %self.id, epoch, last = %self.last_zxid(), "standing for leader");
+        let accepted_before = self.accepted_epoch;
         self.accepted_epoch = epoch;
         self.max_seen_epoch = self.max_seen_epoch.max(epoch);
         out.push(Output::Persist(StorageOp::SetAcceptedEpoch(epoch)));
@@ -173,6 +180,8 @@ impl Engine {
             epoch,
             started: self.now,
             acks,
+            refused: BTreeMap::new(),
+            accepted_before,
             last_sent: self.now,
         });
         let msg = Message::NewEpoch {
@@ -192,7 +201,7 @@ impl Engine {
         for m in self
             .other_voters()
             .iter()
-            .filter(|m| !c.acks.contains_key(*m))
+            .filter(|m| !c.acks.contains_key(*m) && !c.refused.contains_key(*m))
         {
             let msg = Message::NewEpoch {
                 epoch: c.epoch,
@@ -217,6 +226,56 @@ impl Engine {
         self.become_leader(epoch, acks, out);
     }
 
+    /// Candidate: once so many voters refused that a quorum of acceptances is out of reach,
+    /// stop standing: join the live leader a refusal named, or defer to the highest-ranked
+    /// refusing node if it ranks above us, or look again.
+    fn maybe_give_up(&mut self, out: &mut Vec<Output>) {
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
+        let config = self.log.config();
+        let unanswered = self
+            .other_voters()
+            .into_iter()
+            .filter(|m| !c.acks.contains_key(m) && !c.refused.contains_key(m))
+            .count();
+        if voters_among(config, &self.id, c.acks.keys(), true) + unanswered >= config.quorum() {
+            return;
+        }
+        let refused = c.refused.clone();
+        let accepted_by_others = c.acks.len() > 1;
+        let accepted_before = c.accepted_before;
+        let leader = refused
+            .values()
+            .filter_map(|r| r.leader.clone().map(|l| (l, r.accepted_epoch)))
+            .max_by_key(|(_, e)| *e);
+        let higher = refused
+            .values()
+            .filter(|r| r.creds > self.creds())
+            .max_by(|a, b| a.creds.cmp(&b.creds))
+            .cloned();
+        tracing::info!(node = %self.id, epoch = self.accepted_epoch, refusals = refused.len(), "a quorum is out of reach: no longer standing");
+        self.become_looking(out);
+        if let Some((leader, epoch)) = leader {
+            // Nobody else accepted our epoch: we alone promised it, to ourselves, for a
+            // candidacy that is over, so the promise binds no one and we may follow the
+            // live leader of an earlier epoch instead of deposing it. Only in memory: the
+            // file keeps the higher epoch (a restarted node is only stricter), and
+            // `max_seen_epoch` keeps us from ever standing in this epoch again, so a late
+            // acceptance of it (a copy of our `NewEpoch` still in flight) is never used.
+            if !accepted_by_others && epoch < self.accepted_epoch {
+                tracing::info!(node = %self.id, withdrawn = self.accepted_epoch, %leader, epoch, "every answer named a live leader: withdrawing our epoch to follow it");
+                self.accepted_epoch = accepted_before.max(epoch);
+            }
+            self.on_leader_is(leader, epoch, out);
+        } else if let Some(r) = higher {
+            // Someone ranks higher: defer to it.
+            if let Role::Looking(s) = &mut self.role {
+                s.deferring_to = Some(r.creds);
+            }
+        }
+    }
+
     /// The leader we lead or follow, if we heard from it within `within` ms.
     fn live_leader(&self, within: u64) -> Option<(NodeId, u64)> {
         match &self.role {
@@ -239,6 +298,7 @@ impl Engine {
         from: NodeId,
         accepted_epoch: u64,
         creds: Credentials,
+        sees_only_a_minority: bool,
         out: &mut Vec<Output>,
     ) {
         self.max_seen_epoch = self.max_seen_epoch.max(accepted_epoch);
@@ -257,7 +317,13 @@ impl Engine {
         let first = !s.heard.contains_key(&from);
         let voter = self.log.config().is_voter(&from);
         if voter {
-            s.heard.insert(from.clone(), (creds, accepted_epoch, now));
+            let heard = Heard {
+                creds,
+                accepted_epoch,
+                at: now,
+                sees_only_a_minority,
+            };
+            s.heard.insert(from.clone(), heard);
         }
         // Answered even when `from` is in no configuration we know: our configuration may be
         // the stale one, and `from` a voter of a newer one that needs to hear us. At most
@@ -352,20 +418,16 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         self.max_seen_epoch = self.max_seen_epoch.max(accepted_epoch);
-        match &self.role {
+        let leader = leader.filter(|l| *l != self.id && !self.is_gone(l, accepted_epoch));
+        match &mut self.role {
             Role::Candidate(c) if c.epoch == epoch => {
-                if let Some(leader) = leader.filter(|l| !self.is_gone(l, accepted_epoch)) {
-                    if leader != self.id {
-                        self.become_looking(out);
-                        self.on_leader_is(leader, accepted_epoch, out);
-                    }
-                } else if creds > self.creds() {
-                    // Someone ranks higher: defer to it.
-                    self.become_looking(out);
-                    if let Role::Looking(s) = &mut self.role {
-                        s.heard.insert(from, (creds, accepted_epoch, self.now));
-                    }
-                }
+                let refusal = Refusal {
+                    leader,
+                    creds,
+                    accepted_epoch,
+                };
+                c.refused.insert(from, refusal);
+                self.maybe_give_up(out);
             }
             Role::Leading(l) if accepted_epoch > l.epoch => {
                 tracing::warn!(node = %self.id, %from, accepted_epoch, "a member promised a later epoch; stepping down");

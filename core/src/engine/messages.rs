@@ -1,5 +1,7 @@
 //! The messages this node builds in more than one place, each built in one.
 
+use super::quorum::voters_among;
+use super::state::Role;
 use super::Engine;
 use crate::message::Message;
 use crate::types::{Entry, NodeId, Zxid};
@@ -7,9 +9,18 @@ use crate::types::{Entry, NodeId, Zxid};
 impl Engine {
     /// "I am looking": what this node would be ranked by.
     pub(super) fn hello(&self) -> Message {
+        let sees_only_a_minority = match &self.role {
+            Role::Looking(s) => {
+                self.now >= s.candidacy_at
+                    && voters_among(self.log.config(), &self.id, s.heard.keys(), true)
+                        < self.quorum()
+            }
+            _ => false,
+        };
         Message::Hello {
             accepted_epoch: self.accepted_epoch,
             creds: self.creds(),
+            sees_only_a_minority,
         }
     }
 

@@ -377,7 +377,8 @@ impl Engine {
             Message::Hello {
                 accepted_epoch,
                 creds,
-            } => self.on_hello(from, accepted_epoch, creds, out),
+                sees_only_a_minority,
+            } => self.on_hello(from, accepted_epoch, creds, sees_only_a_minority, out),
             Message::LeaderIs { leader, epoch } => self.on_leader_is(leader, epoch, out),
             Message::NewEpoch { epoch, creds } => self.on_new_epoch(from, epoch, creds, out),
             Message::EpochRejected {

@@ -20,8 +20,8 @@ pub(super) enum Role {
 /// Looking for a leader: gathering `Hello`s until this node may stand or is pointed to one.
 #[derive(Debug)]
 pub(super) struct LookingState {
-    /// Who announced itself recently: rank, accepted epoch, when.
-    pub heard: BTreeMap<NodeId, (Credentials, u64, u64)>,
+    /// Who announced itself recently, and what it said.
+    pub heard: BTreeMap<NodeId, Heard>,
     /// When this looking phase started.
     pub since: u64,
     /// Not before this may the node stand (ZooKeeper's finalizeWait).
@@ -33,6 +33,10 @@ pub(super) struct LookingState {
     /// outside each other's configuration would otherwise answer each other's answers
     /// forever).
     pub answered: BTreeMap<NodeId, u64>,
+    /// The rank of a node that refused our last candidacy for ranking above us: deferred
+    /// to for this looking phase's patience whatever it says of itself (it may not be
+    /// able to win, but it and the others like it keep us from winning).
+    pub deferring_to: Option<Credentials>,
 }
 
 impl LookingState {
@@ -44,8 +48,29 @@ impl LookingState {
             last_hello: now,
             joining: None,
             answered: BTreeMap::new(),
+            deferring_to: None,
         }
     }
+}
+
+/// A looking voter's latest `Hello`.
+#[derive(Clone, Debug)]
+pub(super) struct Heard {
+    pub creds: Credentials,
+    pub accepted_epoch: u64,
+    /// When it arrived.
+    pub at: u64,
+    /// The sender said it cannot win: it gathered for a whole window and hears fewer than
+    /// a quorum of looking voters.
+    pub sees_only_a_minority: bool,
+}
+
+/// Why a member refused our epoch.
+#[derive(Clone, Debug)]
+pub(super) struct Refusal {
+    pub leader: Option<NodeId>,
+    pub creds: Credentials,
+    pub accepted_epoch: u64,
 }
 
 /// Standing for leader in `epoch`.
@@ -55,6 +80,14 @@ pub(super) struct CandidateState {
     pub started: u64,
     /// Members that accepted `epoch`, with their log summary.
     pub acks: BTreeMap<NodeId, EpochSummary>,
+    /// Members that refused `epoch`: the live leader each stays with (if any), its rank
+    /// and accepted epoch. A candidate goes on while a quorum of acceptances is still
+    /// possible: a refusal usually arrives first (it is sent before any fsync, an
+    /// acceptance after one), and the refusing node may be one that cannot win itself
+    /// (a leader cut from all but one follower, say).
+    pub refused: BTreeMap<NodeId, Refusal>,
+    /// Our accepted epoch before we stood (see `maybe_give_up`).
+    pub accepted_before: u64,
     pub last_sent: u64,
 }
 

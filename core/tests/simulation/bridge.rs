@@ -47,7 +47,6 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 #[test]
-#[ignore = "fails until the election fix (issue 14)"]
 fn a_bridge_cut_elects_within_the_connected_majority() {
     let count = env_u64("SIM_BRIDGE_SEEDS").unwrap_or(500);
     let mut recoveries = Vec::new();
@@ -179,7 +178,6 @@ fn a_node_that_sees_only_a_minority_does_not_disturb_the_majority() {
 /// announcements of nodes that have long since followed the leader): every other member
 /// refuses it, naming their live leader. It must then rejoin that leader, not depose it.
 #[test]
-#[ignore = "fails until the election fix (issue 14)"]
 fn a_failed_candidate_does_not_depose_a_healthy_leader() {
     for seed in seeds(14_900, 20) {
         let mut sim = Sim::new(
@@ -213,6 +211,7 @@ fn a_failed_candidate_does_not_depose_a_healthy_leader() {
                     last_zxid: sim.engine(i).last_zxid(),
                     node_id: node_id(i),
                 },
+                sees_only_a_minority: false,
             };
             sim.deliver(
                 c,

@@ -212,9 +212,11 @@ impl Sim {
         };
         let id = &node.id;
 
-        // Nothing changes in memory without being persisted.
+        // Nothing changes in memory without being persisted. (The accepted epoch may be
+        // lower in memory: a candidate that every answer refused for a live leader
+        // withdraws its own epoch there only, and a restart from the file is stricter.)
         let durable = &node.store.state;
-        if durable.accepted_epoch != engine.accepted_epoch()
+        if durable.accepted_epoch < engine.accepted_epoch()
             || durable.current_epoch != engine.current_epoch()
             || durable.committed != engine.committed()
             || durable.log_start != engine.log_start()
