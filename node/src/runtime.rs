@@ -89,6 +89,9 @@ pub struct NodeView {
     pub removed: bool,
     /// This node is stopping (SIGTERM): it takes no requests.
     pub stopping: bool,
+    /// [`Engine::serves_local_reads`]: in a working quorum and caught up with the
+    /// leadership's first commit.
+    pub serves_reads: bool,
     /// Applied game state (committed entries only). Shared: the gRPC handlers take a copy
     /// of the view for every request, which must not copy the game.
     pub game: Arc<Game>,
@@ -107,7 +110,10 @@ impl NodeView {
             Some("removed from the configuration")
         } else {
             match self.role {
-                RoleKind::Leading | RoleKind::Following => None,
+                RoleKind::Leading | RoleKind::Following if self.serves_reads => None,
+                RoleKind::Leading | RoleKind::Following => {
+                    Some("catching up with its leader (it may lack what it served before a crash)")
+                }
                 RoleKind::Looking | RoleKind::Candidate => {
                     Some("looking for a leader (in no quorum)")
                 }
@@ -168,6 +174,7 @@ impl NodeView {
             committed_membership,
             committed_config_zxid,
             removed: engine.is_removed(),
+            serves_reads: engine.serves_local_reads(),
             stopping: engine.is_stopping(),
             game,
         }

@@ -42,6 +42,7 @@ fn view() -> NodeView {
         committed_config_zxid: Zxid::ZERO,
         removed: false,
         stopping: false,
+        serves_reads: true,
         game: Arc::new(Game::default()),
     }
 }

@@ -192,6 +192,25 @@ impl Engine {
     pub fn current_epoch(&self) -> u64 {
         self.current_epoch
     }
+
+    /// Whether this node's applied game may be answered as a local read: it leads, or
+    /// follows a leader that synced it, and its commit point is in the current epoch (the
+    /// leadership's first entry committed). Before that its game may be older than one it
+    /// served before a crash (a power loss can cost the last commit-point update, which is
+    /// written without its own fsync); committing in the current epoch commits every
+    /// earlier entry, so from then on the game it serves never goes back, across restarts
+    /// too (ZooKeeper likewise serves clients only once its leader says UPTODATE).
+    pub fn serves_local_reads(&self) -> bool {
+        if self.removed || self.stopping {
+            return false;
+        }
+        let in_quorum = match &self.role {
+            Role::Leading(_) => true,
+            Role::Following(f) => f.synced,
+            _ => false,
+        };
+        in_quorum && self.log.committed().epoch == self.current_epoch
+    }
     /// Epoch of the leadership this node is in (leading it or following it).
     pub fn epoch(&self) -> Option<u64> {
         match &self.role {
