@@ -56,8 +56,11 @@ impl Sim {
                 if kind < 4 {
                     // Crash while carrying out its next batch.
                     self.nodes[i].crash_armed = true;
-                } else if kind < 7 {
+                } else if kind < 6 {
                     self.crash(i);
+                } else if kind < 7 {
+                    // An OS crash or power loss: what was not fsynced is gone too.
+                    self.power_loss(i);
                 } else {
                     // SIGTERM: a leader hands over; the process exits soon, handed over or not.
                     self.stop(i, 400);

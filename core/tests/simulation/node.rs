@@ -2,7 +2,7 @@
 //! pause, clock freeze and drift).
 
 use guessgame_core::game::Game;
-use guessgame_core::{Engine, Event, Member, Membership, NodeId, Persistent, Zxid};
+use guessgame_core::{Engine, Event, Member, Membership, NodeId, Persistent, StorageOp, Zxid};
 
 use crate::sim::{timing, Sim};
 
@@ -10,6 +10,26 @@ use crate::sim::{timing, Sim};
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     pub state: Persistent,
+    /// The image as of the last fsync, while batches written without one (those that only
+    /// move the commit point, as the SQLite store writes them) sit on top of it: what a
+    /// power loss leaves (None: everything is synced).
+    pub synced: Option<Persistent>,
+}
+
+impl MemoryStore {
+    /// Carries out one batch as the SQLite store does: a batch that only moves the commit
+    /// point is written without an fsync; any other batch syncs it and all before it.
+    pub fn persist(&mut self, ops: &[StorageOp]) {
+        let unsynced = ops
+            .iter()
+            .all(|op| matches!(op, StorageOp::SetCommitted(_)));
+        if !unsynced {
+            self.synced = None;
+        } else if self.synced.is_none() {
+            self.synced = Some(self.state.clone());
+        }
+        self.state.apply(ops);
+    }
 }
 
 pub struct Node {
@@ -39,6 +59,9 @@ pub struct Node {
     pub restart_at: Option<u64>,
     /// A stopping node (told `Shutdown`) exits then.
     pub stop_at: Option<u64>,
+    /// The highest commit point at which this node served local reads, in any incarnation:
+    /// the game it serves must never go back (not even after a power loss).
+    pub served: Zxid,
     /// Every `TruncateAfter` this node persisted.
     pub truncations: Vec<Zxid>,
     pub applies: usize,
@@ -146,6 +169,25 @@ impl Sim {
                 let at = self.now + self.rng.range(0, 20);
                 self.lost.push((at, j, i));
             }
+        }
+    }
+
+    /// An OS crash or power loss: the process dies and every write not yet fsynced is lost
+    /// (LazyFS-style): the store goes back to its last synced image.
+    pub fn power_loss(&mut self, i: usize) {
+        self.crash(i);
+        if let Some(synced) = self.nodes[i].store.synced.take() {
+            if self.trace {
+                eprintln!(
+                    "[{:>7}] {} LOSES POWER: commit point {} -> {}",
+                    self.now,
+                    node_id(i),
+                    self.nodes[i].store.state.committed,
+                    synced.committed
+                );
+            }
+            self.nodes[i].store.state = synced;
+            self.stats.power_losses += 1;
         }
     }
 

@@ -82,6 +82,8 @@ pub struct Stats {
     pub dropped: u64,
     pub duplicated: u64,
     pub crashes: u64,
+    /// Crashes that also lost the writes not yet fsynced (and did lose some).
+    pub power_losses: u64,
     pub partitions: u64,
     pub pauses: u64,
     pub writes_ok: u64,
@@ -202,7 +204,10 @@ impl Sim {
             sim.nodes.push(Node {
                 id: node_id(i),
                 engine: None,
-                store: MemoryStore { state },
+                store: MemoryStore {
+                    state,
+                    synced: None,
+                },
                 boot: 0,
                 incarnation: 0,
                 applied: Game::default(),
@@ -217,6 +222,7 @@ impl Sim {
                 crash_armed: false,
                 restart_at: None,
                 stop_at: None,
+                served: Zxid::ZERO,
                 truncations: Vec::new(),
                 applies: 0,
             });
@@ -439,7 +445,7 @@ impl Sim {
         }
         // 1. Durable, atomically.
         if !ops.is_empty() {
-            self.nodes[i].store.state.apply(&ops);
+            self.nodes[i].store.persist(&ops);
             self.stats.snapshots += ops
                 .iter()
                 .filter(|op| matches!(op, StorageOp::SaveSnapshot { .. }))
@@ -482,6 +488,17 @@ impl Sim {
                 node.applied.applied,
                 engine.game().applied
             ));
+        }
+        // The game a node serves never goes back, across crashes and power losses.
+        if engine.serves_local_reads() {
+            let committed = engine.committed();
+            if committed < node.served {
+                self.fail(format!(
+                    "{} serves local reads at commit point {committed}, older than the {} it served before",
+                    node.id, node.served
+                ));
+            }
+            self.nodes[i].served = committed;
         }
         if log_changed {
             self.deliver(i, Event::Persisted);
@@ -602,7 +619,7 @@ pub fn same_log(a: &Engine, b: &Engine) -> bool {
 pub fn summary(sim: &Sim) -> String {
     let s = &sim.stats;
     format!(
-        "seed {} n={} t={}s epochs={} committed={} writes_ok={} guesses_ok={} reads_ok={} reconfigs_ok={} unknown={} crashes={} stops={} peer_lost={} snapshots={} installs={} partitions={} pauses={} sent={} dropped={} dup={}",
+        "seed {} n={} t={}s epochs={} committed={} writes_ok={} guesses_ok={} reads_ok={} reconfigs_ok={} unknown={} crashes={} power_losses={} stops={} peer_lost={} snapshots={} installs={} partitions={} pauses={} sent={} dropped={} dup={}",
         sim.seed,
         sim.n(),
         sim.now / 1000,
@@ -614,6 +631,7 @@ pub fn summary(sim: &Sim) -> String {
         s.reconfigs_ok,
         s.unknown,
         s.crashes,
+        s.power_losses,
         s.stops,
         s.peer_lost,
         s.snapshots,
