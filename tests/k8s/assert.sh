@@ -3,13 +3,14 @@
 # Assertions for the end-to-end scripts (sourced after lib.sh). Set TEST_NAME first; a failure
 # prints "<TEST_NAME>: N passed, 1 failed" and exits 1 (the caller's EXIT trap then prints
 # diagnostics and cleans up).
-passed=0 FAILED=0
+passed=0 FAILED=0 FAILED_WHAT=""
 step() { log "== $*"; }
 pass() { passed=$((passed + 1)); log "PASS: $*"; }
 fail() {
   log "FAIL: $*"
   echo "${TEST_NAME:-test}: $passed passed, 1 failed"
   FAILED=1 # read by the callers' EXIT traps
+  FAILED_WHAT="$*" # repeated by them after their diagnostics, which push this line far up
   exit 1
 }
 # check <description> <command...>

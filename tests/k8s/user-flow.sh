@@ -107,6 +107,7 @@ cleanup() {
     rm -rf "$WORK"
   fi
   log "user-flow took $((SECONDS - t_start))s"
+  [[ -n $FAILED_WHAT ]] && log "the failure (above the diagnostics): $FAILED_WHAT"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -165,20 +166,23 @@ eventually 120 "GuessGame $GG Available (5 ready, a leader)" \
   is "gg/$GG" '{.status.conditions[?(@.type=="Available")].status}' True
 figure apply_to_available_s "$(secs_since "$t_apply")"
 eventually 60 "5 ready members in status" is "gg/$GG" '{.status.readyReplicas}' 5
+# (Right after Available the status may still move — a member's readiness, a leader's epoch
+# — so the checks on a state that settles by itself are retried for a while, not sampled once.)
+get_gg_matches_status() { kubectl get gg | grep -E "^$GG +5 +5 +$(st leader) +$(st epoch) "; }
+eventually 30 "kubectl get gg shows 5 ready, the leader and epoch of its status" get_gg_matches_status
 LEADER="$(st leader)" EPOCH="$(st epoch)"
-check "kubectl get gg shows 5 ready, the leader $LEADER, epoch $EPOCH" \
-  bash -c "kubectl get gg | tee /dev/stderr | grep -E '^$GG +5 +5 +$LEADER +$EPOCH '"
+log "leader $LEADER, epoch $EPOCH: $(kubectl get gg | tail -n 1)"
 for i in 0 1 2 3 4; do
   p="$GG-$i"
   expect "$p placed by the scheduler on" "$(jp "pod/$p" '{.spec.nodeName}')" "$NODE_NAME"
   expect "$p image" "$(jp "pod/$p" '{.spec.containers[0].image}')" "guessgame-node:$VERSION"
-  expect "$p Ready (the kubelet's gRPC readiness probe)" "$(jp "pod/$p" '{.status.conditions[?(@.type=="Ready")].status}')" True
+  eventually 30 "$p Ready (the kubelet's gRPC readiness probe)" is "pod/$p" '{.status.conditions[?(@.type=="Ready")].status}' True
   expect "PVC data-$p bound by the provisioner (StorageClass standard)" \
     "$(jp "pvc/data-$p" '{.status.phase} {.spec.storageClassName}')" "Bound standard"
 done
 check "the readiness probe is the kubelet's gRPC probe" bash -c "[[ -n \$(kubectl get pod $GG-0 -o jsonpath='{.spec.containers[0].readinessProbe.grpc.port}') ]]"
 check "Scheduled Events from default-scheduler" bash -c "kubectl get events -o json | jq -e '[.items[] | select(.reason == \"Scheduled\" and (.source.component // .reportingComponent) == \"default-scheduler\" and (.involvedObject.name | startswith(\"$GG-\")))] | length >= 5'"
-check "a peer's name resolves through CoreDNS ($GG-1.$GG-headless.$NS.svc.cluster.local, from $GG-0)" \
+eventually 30 "a peer's name resolves through CoreDNS ($GG-1.$GG-headless.$NS.svc.cluster.local, from $GG-0)" \
   kubectl exec "$GG-0" -- getent hosts "$GG-1.$GG-headless.$NS.svc.cluster.local"
 check "a PV's data is a directory the provisioner made under the cluster's volumes" \
   bash -c "ls -d $CL/volumes/pvc-*_${NS}_data-$GG-0 && ls $CL/volumes/pvc-*_${NS}_data-$GG-0/logs_$GG-0.db"
