@@ -27,11 +27,18 @@ pub enum ErrorKind {
     Unavailable,
     /// The write may or may not have been applied.
     OutcomeUnknown,
+    /// A numbered write or guess older than every request of its client the ensemble still
+    /// remembers: nothing was written now, and whether the request was applied before is
+    /// no longer known.
+    RequestForgotten,
     /// A membership change was refused (last voter, address in use, ...); nothing changed.
     ReconfigRefused,
     /// A membership change could not be made now (another one in flight, a learner still
     /// catching up); it may succeed when repeated.
     ReconfigBusy,
+    /// A membership change went half way: the member was added as a learner but not made a
+    /// voter. Something was written; repeating the request may finish it.
+    ReconfigPartial,
     Internal,
 }
 
@@ -68,8 +75,10 @@ impl ClientError {
             K::DuplicateGuess => ErrorKind::DuplicateGuess,
             K::NoLeader => ErrorKind::NoLeader,
             K::OutcomeUnknown => ErrorKind::OutcomeUnknown,
+            K::RequestForgotten => ErrorKind::RequestForgotten,
             K::ReconfigRefused if e.retryable => ErrorKind::ReconfigBusy,
             K::ReconfigRefused => ErrorKind::ReconfigRefused,
+            K::ReconfigPartial => ErrorKind::ReconfigPartial,
             K::Internal | K::Unspecified => ErrorKind::Internal,
         };
         ClientError::new(kind, e.message)
@@ -128,9 +137,22 @@ pub struct GuessOutcome {
     pub leader: String,
 }
 
+/// What [`Client::with_failover`] may send again to the next node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// Anything: a read.
+    Always,
+    /// Anything, until the budget ends: a numbered write or guess, which the ensemble
+    /// applies at most once. If any try may have been applied, the final error says the
+    /// outcome is unknown.
+    Numbered,
+}
+
 /// A client bound to an ordered list of nodes. It tries them in turn: a node that cannot
-/// be reached, or that has no leader, is skipped; requests that may have been applied are
-/// never re-sent.
+/// be reached, or that has no leader, is skipped. Writes and guesses are numbered
+/// (client id and [`Client::next_seq`]), so one whose outcome is unknown (its leader died,
+/// the connection was lost) is sent again under the same number until the budget ends:
+/// the ensemble applies it once and answers every try with what it did.
 #[derive(Clone)]
 pub struct Client {
     endpoints: Vec<(String, GameClient<Channel>)>,
@@ -139,6 +161,10 @@ pub struct Client {
     /// Newest zxid this client has seen applied: a local read from a node that is behind it
     /// is refused, so this client's reads never go back in time (ZooKeeper does the same).
     seen: Zxid,
+    /// The number the next write or guess gets: microseconds since the Unix epoch when the
+    /// client was made, then one more per request, so requests made one after another
+    /// under one client id (even by different processes) number upwards.
+    next_seq: u64,
 }
 
 impl Client {
@@ -167,6 +193,7 @@ impl Client {
             timeout,
             preferred: 0,
             seen: Zxid::ZERO,
+            next_seq: seq_from_clock(),
         })
     }
 
@@ -175,10 +202,17 @@ impl Client {
         self.timeout = timeout;
     }
 
+    /// A fresh request number (see [`Client::write_numbered`]).
+    pub fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     /// Runs `call` against the endpoints in turn until one gives a final answer.
     pub(crate) async fn with_failover<T, F, Fut>(
         &mut self,
-        idempotent: bool,
+        resend: Resend,
         mut call: F,
     ) -> Result<T, ClientError>
     where
@@ -188,6 +222,8 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let n = self.endpoints.len();
         let mut attempt = 0usize;
+        // A numbered request that some try may have applied.
+        let mut maybe_applied = false;
         loop {
             let i = (self.preferred + attempt) % n;
             let (label, client) = self.endpoints[i].clone();
@@ -198,27 +234,42 @@ impl Client {
                 }
                 Ok(Err(e)) => {
                     let e = ClientError::from_pb(e);
-                    if e.kind != ErrorKind::NoLeader {
-                        return Err(e);
+                    match e.kind {
+                        ErrorKind::NoLeader => {}
+                        ErrorKind::OutcomeUnknown if resend == Resend::Numbered => {
+                            maybe_applied = true;
+                        }
+                        _ => return Err(e),
                     }
                     ClientError::new(e.kind, format!("{label}: {}", e.message))
                 }
-                Err(status) if idempotent || never_sent(&status) => ClientError::new(
+                Err(status) if resend == Resend::Always || never_sent(&status) => ClientError::new(
                     ErrorKind::Unavailable,
                     format!("{label} unreachable: {}", status.message()),
                 ),
                 Err(status) => {
-                    return Err(ClientError::new(
+                    // Numbered: the ensemble applies it at most once, so send it again.
+                    maybe_applied = true;
+                    ClientError::new(
                         ErrorKind::OutcomeUnknown,
                         format!(
-                            "lost {label} after sending the request ({}): it may or may not have been applied",
+                            "lost {label} after sending the request ({})",
                             status.message()
                         ),
-                    ));
+                    )
                 }
             };
             attempt += 1;
             if Instant::now() >= deadline {
+                if maybe_applied && last_err.kind != ErrorKind::OutcomeUnknown {
+                    return Err(ClientError::new(
+                        ErrorKind::OutcomeUnknown,
+                        format!(
+                            "an earlier try may have been applied, and the last failed: {}",
+                            last_err.message
+                        ),
+                    ));
+                }
                 return Err(last_err);
             }
             if attempt.is_multiple_of(n) {
@@ -227,19 +278,34 @@ impl Client {
         }
     }
 
-    /// Closes the open round and opens the next with `value` as target.
+    /// Closes the open round and opens the next with `value` as target (a new request).
     pub async fn write(
         &mut self,
         client_id: &str,
         value: u32,
     ) -> Result<WriteOutcome, ClientError> {
+        let seq = self.next_seq();
+        self.write_numbered(client_id, value, seq).await
+    }
+
+    /// [`Client::write`] as request `seq` of `client_id`: if the ensemble applied that
+    /// request already, its answer is what it did then, and nothing is written again. A
+    /// caller that got [`ErrorKind::OutcomeUnknown`] may call this again with the same
+    /// arguments, at any time later, to learn the outcome or apply it.
+    pub async fn write_numbered(
+        &mut self,
+        client_id: &str,
+        value: u32,
+        seq: u64,
+    ) -> Result<WriteOutcome, ClientError> {
         let req = pb::WriteRequest {
             client_id: client_id.to_string(),
             value,
             forwarded: false,
+            seq,
         };
         let (zxid, w) = self
-            .with_failover(false, |mut c| {
+            .with_failover(Resend::Numbered, |mut c| {
                 let req = req.clone();
                 async move { Ok(write_outcome(c.write(req).await?.into_inner())) }
             })
@@ -248,18 +314,31 @@ impl Client {
         Ok(w)
     }
 
+    /// Guesses `value` in the open round (a new request).
     pub async fn guess(
         &mut self,
         client_id: &str,
         value: u32,
     ) -> Result<GuessOutcome, ClientError> {
+        let seq = self.next_seq();
+        self.guess_numbered(client_id, value, seq).await
+    }
+
+    /// [`Client::guess`] as request `seq` of `client_id` (see [`Client::write_numbered`]).
+    pub async fn guess_numbered(
+        &mut self,
+        client_id: &str,
+        value: u32,
+        seq: u64,
+    ) -> Result<GuessOutcome, ClientError> {
         let req = pb::GuessRequest {
             client_id: client_id.to_string(),
             value,
             forwarded: false,
+            seq,
         };
         let (zxid, g) = self
-            .with_failover(false, |mut c| {
+            .with_failover(Resend::Numbered, |mut c| {
                 let req = req.clone();
                 async move { Ok(guess_outcome(c.guess(req).await?.into_inner(), value)) }
             })
@@ -295,7 +374,7 @@ impl Client {
     async fn read_with(&mut self, req: pb::ReadRequest) -> Result<GameState, ClientError> {
         let seen = self.seen;
         let (applied, state) = self
-            .with_failover(true, |mut c| async move {
+            .with_failover(Resend::Always, |mut c| async move {
                 let r = c.read(req).await?.into_inner();
                 let (applied, state) = match game_state(r) {
                     Ok(s) => s,
@@ -322,6 +401,14 @@ impl Client {
     fn saw(&mut self, zxid: Zxid) {
         self.seen = self.seen.max(zxid);
     }
+}
+
+/// Microseconds since the Unix epoch: where a client's request numbers start.
+fn seq_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+        .max(1)
 }
 
 /// A `Write` answer: the outcome and the zxid it names, or the node's error.

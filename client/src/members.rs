@@ -7,7 +7,7 @@ use guessgame_wire::proto::{self as pb, reconfig_request::Change};
 use serde::Serialize;
 use tokio::time::{sleep, Instant};
 
-use crate::client::{Client, ClientError, ErrorKind};
+use crate::client::{Client, ClientError, ErrorKind, Resend};
 use crate::status::{ensemble_status, NodeStatus};
 use crate::types::{MemberKind, Zxid};
 
@@ -116,7 +116,7 @@ impl Client {
     /// One `Members` call, to the first endpoint that answers.
     async fn members_rpc(&mut self) -> Result<Configuration, ClientError> {
         let r = self
-            .with_failover(true, |mut c| async move {
+            .with_failover(Resend::Always, |mut c| async move {
                 Ok(Ok(c.members(pb::MembersRequest {}).await?.into_inner()))
             })
             .await?;
@@ -160,7 +160,7 @@ impl Client {
         loop {
             let result = self
                 // Safe to send again: a change is idempotent.
-                .with_failover(true, |mut c| {
+                .with_failover(Resend::Always, |mut c| {
                     let req = req.clone();
                     async move {
                         let r = c.reconfig(req).await?.into_inner();

@@ -154,6 +154,8 @@ impl Session {
             client_id: client_id.to_string(),
             value,
             forwarded: false,
+            // Unnumbered: a session does not resend (a lost answer is OutcomeUnknown).
+            seq: 0,
         });
         match self.call(op).await? {
             Some(R::Write(r)) => write_outcome(r)
@@ -174,6 +176,8 @@ impl Session {
             client_id: client_id.to_string(),
             value,
             forwarded: false,
+            // Unnumbered: a session does not resend (a lost answer is OutcomeUnknown).
+            seq: 0,
         });
         match self.call(op).await? {
             Some(R::Guess(r)) => guess_outcome(r, value)

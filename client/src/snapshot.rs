@@ -10,7 +10,7 @@ use guessgame_wire::backup::{self, Backup};
 use guessgame_wire::proto as pb;
 use serde::Serialize;
 
-use crate::client::{Client, ClientError, ErrorKind, RoundResult};
+use crate::client::{Client, ClientError, ErrorKind, Resend, RoundResult};
 use crate::members::MemberInfo;
 use crate::types::MemberKind;
 
@@ -26,7 +26,7 @@ impl Client {
     /// the call: the leader serves it after a quorum round (a follower asked forwards it).
     /// Checked (format and checksum) before it is returned.
     pub async fn snapshot(&mut self) -> Result<Taken, ClientError> {
-        self.with_failover(true, |c| async move {
+        self.with_failover(Resend::Always, |c| async move {
             let r = c
                 .max_decoding_message_size(backup::MAX_FILE_BYTES)
                 .snapshot(pb::SnapshotRequest { forwarded: false })

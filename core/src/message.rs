@@ -124,21 +124,31 @@ pub enum Message {
 /// changes and linearizable reads go to the leader by RPC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GameMove {
-    Write { client: String, value: u32 },
-    Guess { client: String, value: u32 },
+    Write {
+        client: String,
+        value: u32,
+        seq: u64,
+    },
+    Guess {
+        client: String,
+        value: u32,
+        seq: u64,
+    },
 }
 
 impl GameMove {
     /// The move in `op`, if it is one.
     pub fn of(op: &ClientOp) -> Option<GameMove> {
         match op {
-            ClientOp::Write { client, value } => Some(GameMove::Write {
+            ClientOp::Write { client, value, seq } => Some(GameMove::Write {
                 client: client.clone(),
                 value: *value,
+                seq: *seq,
             }),
-            ClientOp::Guess { client, value } => Some(GameMove::Guess {
+            ClientOp::Guess { client, value, seq } => Some(GameMove::Guess {
                 client: client.clone(),
                 value: *value,
+                seq: *seq,
             }),
             ClientOp::AddMember { .. } | ClientOp::RemoveMember { .. } => None,
         }
@@ -148,8 +158,8 @@ impl GameMove {
 impl From<GameMove> for ClientOp {
     fn from(m: GameMove) -> ClientOp {
         match m {
-            GameMove::Write { client, value } => ClientOp::Write { client, value },
-            GameMove::Guess { client, value } => ClientOp::Guess { client, value },
+            GameMove::Write { client, value, seq } => ClientOp::Write { client, value, seq },
+            GameMove::Guess { client, value, seq } => ClientOp::Guess { client, value, seq },
         }
     }
 }

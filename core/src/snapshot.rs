@@ -111,6 +111,7 @@ mod tests {
                 round: 1,
                 value: 40,
                 client: "c1".into(),
+                seq: 0,
             },
         });
         let s = Snapshot {

@@ -147,22 +147,31 @@ pub enum Op {
     /// First entry of every epoch (ZAB's NEWLEADER). Committing it commits the whole
     /// history the new leader synced.
     NewLeader { leader: NodeId },
-    /// Opens `round` with `value` as its target (written by `client`).
+    /// Opens `round` with `value` as its target (written by `client`, as its request `seq`).
     Target {
         round: u64,
         value: u32,
         client: String,
+        /// The client's request number ([`crate::game::Requests`]); 0: none (not deduplicated).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        seq: u64,
     },
-    /// A guess recorded in `round`.
+    /// A guess recorded in `round` (`client`'s request `seq`, 0: none).
     Guess {
         round: u64,
         client: String,
         value: u32,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        seq: u64,
     },
     /// The result of a closed round, decided by the leader when it was proposed.
     Result(RoundResult),
     /// The ensemble's configuration from this entry on (no effect on the game).
     Config(Membership),
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

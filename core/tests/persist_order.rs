@@ -232,11 +232,13 @@ fn every_ack_reply_and_apply_follows_the_persist_it_depends_on() {
                     ClientOp::Write {
                         client: "w".into(),
                         value,
+                        seq: 0,
                     }
                 } else {
                     ClientOp::Guess {
                         client: format!("c{req}"),
                         value,
+                        seq: 0,
                     }
                 };
                 let out = node.engine.step(Event::Propose { req, op });
@@ -326,6 +328,7 @@ fn a_lone_voter_announces_no_commit_point_it_has_not_persisted() {
         let op = ClientOp::Write {
             client: "w".into(),
             value: req as u32,
+            seq: 0,
         };
         let out = node.engine.step(Event::Propose { req, op });
         execute("a", &mut node, out, &mut net, &mut replies);

@@ -93,6 +93,7 @@ fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
             op: ClientOp::Write {
                 client: "w".into(),
                 value: 50,
+                seq: 0,
             },
         },
     );
@@ -118,6 +119,7 @@ fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
             op: ClientOp::Guess {
                 client: "x".into(),
                 value: 10,
+                seq: 0,
             },
         },
     );
@@ -129,6 +131,7 @@ fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
             op: ClientOp::Guess {
                 client: "x".into(),
                 value: 20,
+                seq: 0,
             },
         },
     );
@@ -173,6 +176,7 @@ fn a_duplicate_guess_is_refused_only_after_the_first_guess_commits() {
             op: ClientOp::Guess {
                 client: "x".into(),
                 value: 30,
+                seq: 0,
             },
         },
     );
@@ -192,6 +196,7 @@ fn a_parked_refusal_becomes_retryable_when_leadership_is_lost() {
             op: ClientOp::Write {
                 client: "w".into(),
                 value: 50,
+                seq: 0,
             },
         },
     );
@@ -202,6 +207,7 @@ fn a_parked_refusal_becomes_retryable_when_leadership_is_lost() {
             op: ClientOp::Guess {
                 client: "x".into(),
                 value: 10,
+                seq: 0,
             },
         },
     );
@@ -212,6 +218,7 @@ fn a_parked_refusal_becomes_retryable_when_leadership_is_lost() {
             op: ClientOp::Guess {
                 client: "x".into(),
                 value: 20,
+                seq: 0,
             },
         },
     );

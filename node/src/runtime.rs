@@ -661,6 +661,7 @@ mod tests {
                 round: 1,
                 client: format!("c{c}"),
                 value: 1,
+                seq: 0,
             },
         }
     }
@@ -813,11 +814,13 @@ mod tests {
                                 ClientOp::Write {
                                     client: "w".into(),
                                     value: 5,
+                                    seq: 0,
                                 }
                             } else {
                                 ClientOp::Guess {
                                     client: format!("c{req}"),
                                     value: 5,
+                                    seq: 0,
                                 }
                             };
                             outputs.extend(e.step(Event::Propose { req, op }));

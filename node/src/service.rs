@@ -234,12 +234,17 @@ impl NodeServices {
             let op = op.clone();
             async move {
                 let (res, leader) = match op {
-                    ClientOp::Write { client: c, value } => {
+                    ClientOp::Write {
+                        client: c,
+                        value,
+                        seq,
+                    } => {
                         let r = client
                             .write(pb::WriteRequest {
                                 client_id: c,
                                 value,
                                 forwarded: true,
+                                seq,
                             })
                             .await
                             .map_err(RemoteFailure::from_status)?
@@ -252,12 +257,17 @@ impl NodeServices {
                         };
                         (r.error.map(Err).unwrap_or(Ok(reply)), r.leader)
                     }
-                    ClientOp::Guess { client: c, value } => {
+                    ClientOp::Guess {
+                        client: c,
+                        value,
+                        seq,
+                    } => {
                         let r = client
                             .guess(pb::GuessRequest {
                                 client_id: c,
                                 value,
                                 forwarded: true,
+                                seq,
                             })
                             .await
                             .map_err(RemoteFailure::from_status)?
@@ -323,6 +333,24 @@ impl From<ClientError> for LocalFailure {
             ClientError::NotLeader { .. } => LocalFailure::NotLeader,
             ClientError::Game(g) => LocalFailure::Refused(game_error(&g)),
             ClientError::OutcomeUnknown => LocalFailure::Unknown,
+            ClientError::Forgotten { oldest } => LocalFailure::Refused(pb::Error {
+                kind: ErrorKind::RequestForgotten as i32,
+                message: format!(
+                    "this request is older than request {oldest}, the oldest of its client \
+                     that the ensemble still remembers: whether it was applied is no longer \
+                     known (nothing was written now)"
+                ),
+                retryable: false,
+            }),
+            ClientError::LeftAsLearner { id } => LocalFailure::Refused(pb::Error {
+                kind: ErrorKind::ReconfigPartial as i32,
+                message: format!(
+                    "{id} was added as a learner but did not catch up with the log in time, so \
+                     it was not made a voter; make sure it is running and reachable, then \
+                     repeat the request"
+                ),
+                retryable: true,
+            }),
             ClientError::Reconfig { reason, retryable } => LocalFailure::Refused(pb::Error {
                 kind: ErrorKind::ReconfigRefused as i32,
                 message: reason,
@@ -430,6 +458,7 @@ impl pb::game_server::Game for NodeServices {
         let op = ClientOp::Write {
             client: req.client_id,
             value: req.value,
+            seq: req.seq,
         };
         let resp = match self.propose(op, req.forwarded).await {
             Outcome::Done((
@@ -471,6 +500,7 @@ impl pb::game_server::Game for NodeServices {
         let op = ClientOp::Guess {
             client: req.client_id,
             value: req.value,
+            seq: req.seq,
         };
         let resp = match self.propose(op, req.forwarded).await {
             Outcome::Done((ClientReply::Guessed { zxid, round }, leader)) => pb::GuessResponse {

@@ -59,7 +59,7 @@ proptest! {
                 0 => { now += b % 500; Event::Tick { now_ms: now } }
                 1 => Event::Message { from: from.clone(), msg: Message::NewEpoch { epoch: a % 5, creds: Credentials { last_zxid: z, node_id: from } } },
                 2 => Event::Message { from, msg: Message::Sync { epoch: a % 5, truncate_to: z, entries: vec![Entry { zxid: Zxid::new(a % 5, 0), op: Op::NewLeader { leader: "node2".into() } }], commit: Zxid::new(b % 5, a % 3) } },
-                3 => Event::Message { from, msg: Message::Proposal { epoch: a % 5, prev: z, entries: vec![Entry { zxid: Zxid::new(a % 5, 1 + b % 3), op: Op::Guess { round: 1, client: "x".into(), value: v % 101 } }], commit: z } },
+                3 => Event::Message { from, msg: Message::Proposal { epoch: a % 5, prev: z, entries: vec![Entry { zxid: Zxid::new(a % 5, 1 + b % 3), op: Op::Guess { round: 1, client: "x".into(), value: v % 101, seq: 0 } }], commit: z } },
                 4 => Event::Message { from, msg: Message::Ack { epoch: a % 5, zxid: z } },
                 // Configuration entries (a node outside any configuration sends too).
                 5 => Event::Message { from: format!("node{}", 1 + b % 7), msg: Message::Proposal { epoch: a % 5, prev: z, entries: vec![Entry { zxid: Zxid::new(a % 5, 1 + b % 3), op: Op::Config(Membership { voters: (0..1 + v as u64 % 4).map(|k| member(a + k)).collect(), learners: vec![member(b)] }) }], commit: z } },
@@ -67,7 +67,7 @@ proptest! {
                 7 => Event::Message { from, msg: Message::StepDown { epoch: a % 5 } },
                 8 => Event::Propose { req: a, op: ClientOp::AddMember { member: member(b), voter: v % 2 == 0 } },
                 9 => Event::Propose { req: a, op: ClientOp::RemoveMember { id: member(b).id } },
-                _ => Event::Propose { req: a, op: ClientOp::Write { client: "c".into(), value: v % 101 } },
+                _ => Event::Propose { req: a, op: ClientOp::Write { client: "c".into(), value: v % 101, seq: 0 } },
             };
             let _ = e.step(ev);
             prop_assert!(e.committed() <= e.last_zxid());
@@ -89,7 +89,7 @@ proptest! {
             use guessgame_node::storage::LogStore;
             use guessgame_core::{StorageOp, Entry, Op, Zxid};
             let mut log = SqliteLog::open(dir.path(), "node1").unwrap();
-            let entries: Vec<Entry> = (0..50).map(|c| Entry { zxid: Zxid::new(1, c), op: Op::Guess { round: 1, client: format!("c{c}"), value: 7 } }).collect();
+            let entries: Vec<Entry> = (0..50).map(|c| Entry { zxid: Zxid::new(1, c), op: Op::Guess { round: 1, client: format!("c{c}"), value: 7, seq: 0 } }).collect();
             log.persist(&[StorageOp::Append(entries), StorageOp::SetAcceptedEpoch(1)]).unwrap();
         }
         let path = dir.path().join("logs_node1.db");

@@ -272,3 +272,82 @@ fn a_node_in_no_quorum_refuses_local_reads_unless_asked_to_allow_stale_answers()
         sleep_ms(100);
     }
 }
+
+/// A move sent again under its number (client id and `--request-seq`) is answered with what it
+/// did the first time and is not applied again: through the leader or a follower, after other
+/// moves, and after its leader was killed and another one took over (the table of recent
+/// requests is replicated state). A new number is a new move.
+#[test]
+fn a_move_sent_again_under_its_number_is_answered_with_what_it_did_and_written_once() {
+    let _turn = serial();
+    let rt = runtime();
+    let (mut cluster, leader) = started(&rt, 3, |_| {});
+    let follower = ["node1", "node2", "node3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    let alice = |cluster: &LocalCluster, node: &str, seq: &str, value: &str| {
+        cli_json(
+            cluster,
+            &[
+                "--client-id",
+                "alice",
+                "--request-seq",
+                seq,
+                "--node",
+                node,
+                "write",
+                value,
+            ],
+        )
+    };
+    let first = alice(&cluster, &leader, "41", "50");
+    assert_eq!(
+        (first["round"].as_u64(), first["target"].as_u64()),
+        (Some(1), Some(50))
+    );
+    // Again, through a follower that forwards it: the same answer, nothing new in the log.
+    assert_eq!(alice(&cluster, follower, "41", "50"), first);
+    let bob = ["--client-id", "bob", "--request-seq", "7", "guess", "45"];
+    let g = cli_json(&cluster, &bob);
+    assert_eq!(
+        cli_json(&cluster, &bob)["zxid"],
+        g["zxid"],
+        "a guess retried is not a second guess"
+    );
+    let w2 = cli_json(&cluster, &["--client-id", "carol", "write", "70"]);
+    assert_eq!(w2["round"], 2);
+    assert_eq!(w2["closed"]["winner"], "bob", "{w2}");
+    // After a later round opened, the retry still names round 1, and opens nothing.
+    assert_eq!(alice(&cluster, &leader, "41", "50"), first);
+    // The leader dies; its successor answers the retry from the replicated table.
+    cluster.kill(&leader).unwrap();
+    rt.block_on(cluster.wait_for_leader(Duration::from_secs(20)))
+        .expect("a new leader");
+    let again = alice(&cluster, follower, "41", "50");
+    assert_eq!(
+        (&again["zxid"], &again["round"]),
+        (&first["zxid"], &first["round"])
+    );
+    let r = cli_json(&cluster, &["--node", follower, "read", "--linearizable"]);
+    assert_eq!(r["round"], 2, "no retry opened a round: {r}");
+    // A new number is a new write.
+    assert_eq!(alice(&cluster, follower, "42", "60")["round"], 3);
+    cluster.start(&leader).unwrap();
+    let log = assert_committed_prefixes_agree(&cluster);
+    let targets = log
+        .iter()
+        .filter(|(_, op)| op.contains("\"type\":\"target\""))
+        .count();
+    let guesses = log
+        .iter()
+        .filter(|(_, op)| op.contains("\"type\":\"guess\""))
+        .count();
+    assert_eq!((targets, guesses), (3, 1), "{log:?}");
+    // Request numbers start at 1.
+    let o = cli(
+        &cluster,
+        &["--client-id", "alice", "--request-seq", "0", "write", "5"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -348,6 +348,7 @@ mod tests {
                     round: 1,
                     value: 40,
                     client: "c1".into(),
+                    seq: 0,
                 },
             ),
             (
@@ -356,6 +357,7 @@ mod tests {
                     round: 1,
                     client: "c2".into(),
                     value: 39,
+                    seq: 0,
                 },
             ),
         ] {

@@ -73,19 +73,23 @@ pub fn entry_to_pb(e: &Entry) -> pb::Entry {
             round,
             value,
             client,
+            seq,
         } => P::Target(pb::TargetOp {
             round: *round,
             value: *value,
             client_id: client.clone(),
+            seq: *seq,
         }),
         Op::Guess {
             round,
             client,
             value,
+            seq,
         } => P::Guess(pb::GuessOp {
             round: *round,
             client_id: client.clone(),
             value: *value,
+            seq: *seq,
         }),
         Op::Result(r) => P::Result(pb::ResultOp {
             result: Some(result_to_pb(r)),
@@ -110,11 +114,13 @@ pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, WireError> {
             round: o.round,
             value: checked_value(o.value)?,
             client: o.client_id,
+            seq: o.seq,
         },
         P::Guess(o) => Op::Guess {
             round: o.round,
             client: o.client_id,
             value: checked_value(o.value)?,
+            seq: o.seq,
         },
         P::Result(o) => Op::Result(result_from_pb(
             o.result.ok_or(WireError::Missing("result"))?,
@@ -502,6 +508,7 @@ mod tests {
                 op: guessgame_core::GameMove::Guess {
                     client: "ann".into(),
                     value: 41,
+                    seq: 1_733_612_345_000_001,
                 },
             },
             Message::ForwardReply {
@@ -528,6 +535,10 @@ mod tests {
                     leader: Some("node2".into()),
                 }),
             },
+            Message::ForwardReply {
+                req: 10,
+                result: Err(guessgame_core::ClientError::Forgotten { oldest: 40 }),
+            },
         ];
         for m in msgs {
             let bytes = message_to_pb(&m).encode_to_vec();
@@ -552,6 +563,7 @@ mod tests {
                         round: 1,
                         client_id: "x".into(),
                         value: 1000,
+                        seq: 0,
                     })),
                 }],
                 commit: None,

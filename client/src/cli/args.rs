@@ -38,6 +38,13 @@ pub struct Opts {
     /// Give up after this long (default: the config's request_timeout_ms + 1 s).
     #[arg(long, global = true)]
     pub timeout_ms: Option<u64>,
+    /// Send `write`/`guess` as this request number of --client-id (default: a new number).
+    /// The ensemble applies a numbered request once: repeating one whose outcome was unknown
+    /// (exit status 4) answers with what it did, or applies it if it never was. Every
+    /// write and guess is numbered and resent by itself until --timeout-ms; exit status 4
+    /// prints the command that retries it.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_seq: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -6,7 +6,12 @@ use super::{print_json, Ctx};
 
 pub(super) async fn run(mut ctx: Ctx, value: &str) -> Result<(), ClientError> {
     let value = ctx.play_value(value)?;
-    let g = ctx.client.guess(&ctx.client_id, value).await?;
+    let seq = ctx.request_seq();
+    let g = ctx
+        .client
+        .guess_numbered(&ctx.client_id, value, seq)
+        .await
+        .map_err(|e| ctx.retry_hint(e, seq, &format!("guess {value}")))?;
     let client_id = &ctx.client_id;
     if ctx.json {
         print_json(

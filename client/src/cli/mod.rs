@@ -39,7 +39,8 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
 }
 
 /// Reports `e` (on stderr, and as JSON on stdout with `--output json`) and exits with its
-/// status: 1 refused or failed, 3 nothing written but worth retrying, 4 outcome unknown.
+/// status: 1 refused or failed (nothing written), 3 nothing written but worth retrying, 4
+/// outcome unknown, 5 a membership change half done (a learner that was not promoted).
 pub fn fail(e: &ClientError, json: bool) -> ! {
     if json {
         print_json(&serde_json::json!({ "error": { "kind": e.kind, "message": e.message } }));
@@ -51,7 +52,8 @@ pub fn fail(e: &ClientError, json: bool) -> ! {
 fn exit_code(kind: ErrorKind) -> i32 {
     match kind {
         ErrorKind::NoLeader | ErrorKind::Unavailable | ErrorKind::ReconfigBusy => 3,
-        ErrorKind::OutcomeUnknown => 4,
+        ErrorKind::OutcomeUnknown | ErrorKind::RequestForgotten => 4,
+        ErrorKind::ReconfigPartial => 5,
         _ => 1,
     }
 }
@@ -67,6 +69,8 @@ struct Ctx {
     timeout: Duration,
     /// `--client-id`, else `client-<pid>`.
     client_id: String,
+    /// `--request-seq`: the number of the write or guess (else a new one).
+    request_seq: Option<u64>,
     json: bool,
     client: Client,
 }
@@ -94,6 +98,7 @@ impl Ctx {
             endpoints,
             timeout,
             client_id,
+            request_seq: opts.request_seq,
             json: opts.output == args::Output::Json,
             client,
         })
@@ -105,6 +110,30 @@ impl Ctx {
         guessgame_core::game::check_client_id(&self.client_id)
             .map_err(|e| invalid(e.to_string()))?;
         Ok(value)
+    }
+}
+
+impl Ctx {
+    /// The number `write`/`guess` goes out as: `--request-seq`, else a new one.
+    fn request_seq(&mut self) -> u64 {
+        match self.request_seq {
+            Some(seq) => seq,
+            None => self.client.next_seq(),
+        }
+    }
+
+    /// `e`, and when the move's outcome is unknown, how to learn it safely: the same move
+    /// under the same client id and request number is applied at most once.
+    fn retry_hint(&self, e: ClientError, seq: u64, command: &str) -> ClientError {
+        if e.kind != ErrorKind::OutcomeUnknown {
+            return e;
+        }
+        let message = format!(
+            "{}\nto learn the outcome, or apply it if it never was (never twice), run: \
+             guessgame --client-id {} --request-seq {seq} {command}",
+            e.message, self.client_id
+        );
+        ClientError::new(e.kind, message)
     }
 }
 
@@ -149,5 +178,7 @@ mod tests {
         assert_eq!(exit_code(ErrorKind::Unavailable), 3);
         assert_eq!(exit_code(ErrorKind::ReconfigBusy), 3);
         assert_eq!(exit_code(ErrorKind::OutcomeUnknown), 4);
+        assert_eq!(exit_code(ErrorKind::RequestForgotten), 4);
+        assert_eq!(exit_code(ErrorKind::ReconfigPartial), 5);
     }
 }

@@ -70,6 +70,12 @@ impl Engine {
                     result: Err(ClientError::OutcomeUnknown),
                 });
             }
+            for (req, _, _) in std::mem::take(&mut l.replays) {
+                out.push(Output::Reply {
+                    req,
+                    result: Err(ClientError::OutcomeUnknown),
+                });
+            }
             for r in std::mem::take(&mut l.reads) {
                 out.push(Output::Reply {
                     req: r.req,

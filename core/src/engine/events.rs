@@ -94,24 +94,23 @@ impl StorageOp {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOp {
+    /// `seq`: the client's number for this request (0: unnumbered). A numbered request
+    /// that was applied already is answered with what it did and not applied again.
     Write {
         client: String,
         value: u32,
+        seq: u64,
     },
     Guess {
         client: String,
         value: u32,
+        seq: u64,
     },
     /// Add `member`: first as a learner, then (once it holds every committed entry, and
     /// when `voter`) promoted to voter. Answered when the last step has committed.
-    AddMember {
-        member: Member,
-        voter: bool,
-    },
+    AddMember { member: Member, voter: bool },
     /// Remove `id` (voter or learner). Answered when the configuration without it committed.
-    RemoveMember {
-        id: NodeId,
-    },
+    RemoveMember { id: NodeId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,10 +144,15 @@ pub enum ClientError {
     Game(GameError),
     /// Proposed, but leadership was lost before it committed: it may or may not commit.
     OutcomeUnknown,
+    /// A numbered request older than every request of its client the game still
+    /// remembers (`oldest`): whether it was applied is no longer known. Not applied now.
+    Forgotten { oldest: u64 },
     /// A membership change that was refused; `retryable` when it may succeed later (another
-    /// change in flight, a learner still catching up). The configuration is unchanged, or —
-    /// for a learner that did not catch up in time — it stays a learner.
+    /// change in flight). The configuration is unchanged.
     Reconfig { reason: String, retryable: bool },
+    /// Adding voter `id` went half way: it was added as a learner (committed), but did not
+    /// catch up with the log in time, so it was not promoted. Repeating the request may.
+    LeftAsLearner { id: NodeId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use super::events::{ClientError, ClientOp, ClientReply, Output, RequestId, StorageOp};
 use super::state::{FollowerProgress, LeaderState, Pending, Role};
 use super::{send, send_all, send_early, Engine};
+use crate::game::{Applied, AppliedRequest, Seen};
 use crate::message::{EpochSummary, Message};
 use crate::types::{Entry, NodeId, Op, Zxid};
 
@@ -62,7 +63,10 @@ impl Engine {
         let Some(since) = l.stopping_since else {
             return;
         };
-        let drained = l.pending.is_empty() && l.refusals.is_empty() && l.reconfig.is_none();
+        let drained = l.pending.is_empty()
+            && l.refusals.is_empty()
+            && l.replays.is_empty()
+            && l.reconfig.is_none();
         if !drained && self.now.saturating_sub(since) < 2 * self.timing.heartbeat_ms {
             return;
         }
@@ -134,6 +138,7 @@ impl Engine {
             pending: BTreeMap::new(),
             reads: Vec::new(),
             refusals: Vec::new(),
+            replays: Vec::new(),
             hb_seq: 0,
             last_hb: self.now,
             appended_at_seq: 0,
@@ -230,8 +235,34 @@ impl Engine {
             });
             return;
         };
+        if let ClientOp::Write { client, seq, .. } | ClientOp::Guess { client, seq, .. } = &op {
+            match l.speculative.requests.seen(client, *seq) {
+                Seen::New => {}
+                Seen::Applied(done) => {
+                    // A retry of a request already in the log: answered with what it did
+                    // once that entry commits, and nothing is written again.
+                    let (reply, zxid) = (reply_of_applied(done), done.zxid);
+                    if zxid <= commit {
+                        out.push(Output::Reply {
+                            req,
+                            result: Ok(reply),
+                        });
+                    } else {
+                        l.replays.push((req, reply, zxid));
+                    }
+                    return;
+                }
+                Seen::Forgotten { oldest } => {
+                    out.push(Output::Reply {
+                        req,
+                        result: Err(ClientError::Forgotten { oldest }),
+                    });
+                    return;
+                }
+            }
+        }
         let (ops, reply_of): (Vec<Op>, Box<dyn Fn(Zxid) -> ClientReply>) = match op {
-            ClientOp::Guess { client, value } => {
+            ClientOp::Guess { client, value, seq } => {
                 if let Err(e) = l.speculative.check_guess(&client) {
                     if commit >= last {
                         out.push(Output::Reply {
@@ -249,13 +280,14 @@ impl Engine {
                         round,
                         client,
                         value,
+                        seq,
                     }],
                     Box::new(move |zxid| ClientReply::Guessed { zxid, round }),
                 )
             }
             ClientOp::AddMember { .. } | ClientOp::RemoveMember { .. } => unreachable!(),
-            ClientOp::Write { client, value } => {
-                let ops = l.speculative.ops_for_write(&client, value);
+            ClientOp::Write { client, value, seq } => {
+                let ops = l.speculative.ops_for_write(&client, value, seq);
                 let closed = l.speculative.result_of_open_round();
                 let round = l.speculative.round + 1;
                 (
@@ -319,5 +351,25 @@ impl Engine {
             send_early(out, &m, msg);
         }
         zxid
+    }
+}
+
+/// The answer a request that `done` records got (or would have got) when it was applied.
+fn reply_of_applied(done: &AppliedRequest) -> ClientReply {
+    match &done.applied {
+        Applied::Wrote {
+            round,
+            target,
+            closed,
+        } => ClientReply::Written {
+            zxid: done.zxid,
+            round: *round,
+            target: *target,
+            closed: closed.clone(),
+        },
+        Applied::Guessed { round } => ClientReply::Guessed {
+            zxid: done.zxid,
+            round: *round,
+        },
     }
 }

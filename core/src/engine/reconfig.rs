@@ -201,19 +201,7 @@ impl Engine {
             self.try_commit(out);
         } else if now > r.deadline {
             let r = l.reconfig.take().expect("pending reconfig");
-            let reason = format!(
-                "{} did not catch up with the log in time and stays a learner; make sure it is \
-                 running and reachable, then repeat the request",
-                r.id
-            );
-            reply(
-                out,
-                r.req,
-                Err(ClientError::Reconfig {
-                    reason,
-                    retryable: true,
-                }),
-            );
+            reply(out, r.req, Err(ClientError::LeftAsLearner { id: r.id }));
         }
     }
 }

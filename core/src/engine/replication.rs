@@ -237,6 +237,17 @@ impl Engine {
                 true
             }
         });
+        l.replays.retain(|(req, reply, zxid)| {
+            if *zxid <= candidate {
+                out.push(Output::Reply {
+                    req: *req,
+                    result: Ok(reply.clone()),
+                });
+                false
+            } else {
+                true
+            }
+        });
         let in_sync = l.in_sync_followers();
         for m in in_sync {
             let msg = Message::Commit {

@@ -159,7 +159,8 @@ pub(super) struct PendingReconfig {
     pub member: Option<Member>,
     pub id: NodeId,
     pub stage: ReconfigStage,
-    /// A learner that has not caught up by then stays a learner and the request fails.
+    /// A learner that has not caught up by then stays a learner and the request fails
+    /// (`LeftAsLearner`).
     pub deadline: u64,
 }
 
@@ -193,6 +194,9 @@ pub(super) struct LeaderState {
     /// yet committed): answered only once that state is committed, so a refusal never rests
     /// on an entry a later leader could drop. `(request, why, last zxid it depends on)`.
     pub refusals: Vec<(RequestId, GameError, Zxid)>,
+    /// Retries of requests already in the log, not yet committed: answered with what the
+    /// request did once its entry `Zxid` commits (`OutcomeUnknown` if leadership is lost).
+    pub replays: Vec<(RequestId, ClientReply, Zxid)>,
     pub hb_seq: u64,
     pub last_hb: u64,
     /// `hb_seq` when the last entry was appended: a heartbeat with a higher seq was sent

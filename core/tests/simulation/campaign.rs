@@ -116,7 +116,7 @@ fn run_seeds(name: &'static str, default_count: u64, run: fn(&'static str, u64, 
     let started = std::time::Instant::now();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let totals = Mutex::new((0usize, 0usize, 0u64, 0u64, 0u64));
+    let totals = Mutex::new((0usize, 0usize, 0u64, 0u64, 0u64, (0u64, 0u64, 0u64)));
     let failure = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -135,6 +135,9 @@ fn run_seeds(name: &'static str, default_count: u64, run: fn(&'static str, u64, 
                             t.2 += sim.stats.snapshots;
                             t.3 += sim.stats.installs;
                             t.4 += sim.stats.power_losses;
+                            t.5 .0 += sim.stats.retries;
+                            t.5 .1 += sim.stats.retries_ok;
+                            t.5 .2 += sim.stats.forgotten;
                             if std::env::var("SIM_VERBOSE").is_ok() {
                                 println!("{}", summary(&sim));
                             }
@@ -152,10 +155,11 @@ fn run_seeds(name: &'static str, default_count: u64, run: fn(&'static str, u64, 
     if let Some(panic) = failure.into_inner().unwrap() {
         std::panic::resume_unwind(panic);
     }
-    let (committed, epochs, snapshots, installs, power_losses) = totals.into_inner().unwrap();
+    let (committed, epochs, snapshots, installs, power_losses, (retries, retries_ok, forgotten)) =
+        totals.into_inner().unwrap();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{name}: {} seeds on {threads} threads in {secs:.1}s ({:.0} seeds/minute), {committed} entries committed, {epochs} epochs, {snapshots} snapshots, {installs} installed by followers, {power_losses} power losses that lost unsynced writes",
+        "{name}: {} seeds on {threads} threads in {secs:.1}s ({:.0} seeds/minute), {committed} entries committed, {epochs} epochs, {snapshots} snapshots, {installs} installed by followers, {power_losses} power losses that lost unsynced writes, {retries} moves retried after an unknown outcome ({retries_ok} answered ok, {forgotten} forgotten), none applied twice",
         seeds.len(),
         seeds.len() as f64 * 60.0 / secs
     );

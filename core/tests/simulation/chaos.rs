@@ -188,6 +188,13 @@ impl Sim {
         if !node.up() || node.paused_until.is_some() || node.crash_armed {
             return;
         }
+        if !self.unknown_moves.is_empty() && self.rng.chance(0.3) {
+            // A client whose move's outcome was unknown sends it again, to any node.
+            let k = self.rng.below(self.unknown_moves.len() as u64) as usize;
+            let kind = self.unknown_moves.swap_remove(k);
+            self.retry(target, kind);
+            return;
+        }
         let client = CLIENTS[self.rng.below(CLIENTS.len() as u64) as usize];
         let value = self.rng.range(0, 100) as u32;
         match self.rng.below(10) {

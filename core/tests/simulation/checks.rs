@@ -47,7 +47,7 @@ impl Sim {
         };
         match (kind, reply) {
             (
-                ReqKind::Write { client, value },
+                ReqKind::Write { client, value, seq },
                 ClientReply::Written {
                     zxid,
                     round,
@@ -59,6 +59,7 @@ impl Sim {
                     round: *round,
                     value: *value,
                     client: client.clone(),
+                    seq: *seq,
                 };
                 if target != value || entry_at(*zxid).op != expected {
                     self.fail(format!(
@@ -75,11 +76,12 @@ impl Sim {
                     }
                 }
             }
-            (ReqKind::Guess { client, value }, ClientReply::Guessed { zxid, round }) => {
+            (ReqKind::Guess { client, value, seq }, ClientReply::Guessed { zxid, round }) => {
                 let expected = Op::Guess {
                     round: *round,
                     client: client.clone(),
                     value: *value,
+                    seq: *seq,
                 };
                 if entry_at(*zxid).op != expected {
                     self.fail(format!(
@@ -173,6 +175,14 @@ impl Sim {
             }
             if self.committed.last().is_some_and(|l| l.zxid >= e.zxid) {
                 self.fail(format!("{id} committed {} out of zxid order", e.zxid));
+            }
+            if let Op::Target { client, seq, .. } | Op::Guess { client, seq, .. } = &e.op {
+                if *seq != 0 && !self.applied_requests.insert((client.clone(), *seq)) {
+                    self.fail(format!(
+                        "{id} committed request {seq} of {client} again at {}: a retry was applied twice",
+                        e.zxid
+                    ));
+                }
             }
             self.referee.apply(e);
             if let Op::Config(next) = &e.op {

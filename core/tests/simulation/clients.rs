@@ -8,13 +8,16 @@ use crate::sim::Sim;
 
 #[derive(Clone, Debug)]
 pub enum ReqKind {
+    /// `seq`: the client's request number (0: unnumbered).
     Write {
         client: String,
         value: u32,
+        seq: u64,
     },
     Guess {
         client: String,
         value: u32,
+        seq: u64,
     },
     Read,
     /// Add node `.0` (learner, then voter).
@@ -31,6 +34,8 @@ pub struct Request {
     /// acknowledged and every read answered before.
     pub floor: Zxid,
     pub reply: Option<Result<ClientReply, ClientError>>,
+    /// A move sent again under its number after an unknown outcome.
+    pub retry: bool,
 }
 
 impl Sim {
@@ -44,15 +49,16 @@ impl Sim {
             kind: kind.clone(),
             floor: self.floor,
             reply: None,
+            retry: std::mem::take(&mut self.issuing_retry),
         });
         let ev = match kind {
-            ReqKind::Write { client, value } => Event::Propose {
+            ReqKind::Write { client, value, seq } => Event::Propose {
                 req,
-                op: ClientOp::Write { client, value },
+                op: ClientOp::Write { client, value, seq },
             },
-            ReqKind::Guess { client, value } => Event::Propose {
+            ReqKind::Guess { client, value, seq } => Event::Propose {
                 req,
-                op: ClientOp::Guess { client, value },
+                op: ClientOp::Guess { client, value, seq },
             },
             ReqKind::Read => Event::LinearizableRead { req },
             ReqKind::Add(j) => Event::Propose {
@@ -83,24 +89,38 @@ impl Sim {
         req
     }
 
+    /// A new numbered write (a client numbers every move).
     pub fn write(&mut self, i: usize, client: &str, value: u32) -> u64 {
+        self.request_seq += 1;
+        let seq = self.request_seq;
         self.request(
             i,
             ReqKind::Write {
                 client: client.into(),
                 value,
+                seq,
             },
         )
     }
 
     pub fn guess(&mut self, i: usize, client: &str, value: u32) -> u64 {
+        self.request_seq += 1;
+        let seq = self.request_seq;
         self.request(
             i,
             ReqKind::Guess {
                 client: client.into(),
                 value,
+                seq,
             },
         )
+    }
+
+    /// Sends a move whose outcome was unknown again, to node `i`, under its number.
+    pub fn retry(&mut self, i: usize, kind: ReqKind) -> u64 {
+        self.stats.retries += 1;
+        self.issuing_retry = true;
+        self.request(i, kind)
     }
 
     pub fn read(&mut self, i: usize) -> u64 {
@@ -135,6 +155,9 @@ impl Sim {
         }
         let kind = r.kind.clone();
         let floor = r.floor;
+        if r.retry && result.is_ok() {
+            self.stats.retries_ok += 1;
+        }
         match (&kind, &result) {
             (ReqKind::Write { .. } | ReqKind::Guess { .. }, Ok(reply)) => {
                 self.check_write_reply(req, &kind, reply, "when acknowledged");
@@ -167,14 +190,24 @@ impl Sim {
                 self.stats.reconfigs_ok += 1;
             }
             (ReqKind::Add(_) | ReqKind::Remove(_), Err(ClientError::Reconfig { .. })) => {}
+            (ReqKind::Add(_), Err(ClientError::LeftAsLearner { .. })) => {}
             (
-                ReqKind::Write { .. }
-                | ReqKind::Guess { .. }
-                | ReqKind::Add(_)
-                | ReqKind::Remove(_),
+                ReqKind::Write { seq, .. } | ReqKind::Guess { seq, .. },
                 Err(ClientError::OutcomeUnknown),
             ) => {
                 self.stats.unknown += 1;
+                if *seq != 0 && self.unknown_moves.len() < 64 {
+                    self.unknown_moves.push(kind.clone());
+                }
+            }
+            (ReqKind::Add(_) | ReqKind::Remove(_), Err(ClientError::OutcomeUnknown)) => {
+                self.stats.unknown += 1;
+            }
+            (
+                ReqKind::Write { seq, .. } | ReqKind::Guess { seq, .. },
+                Err(ClientError::Forgotten { oldest }),
+            ) if *seq != 0 && seq < oldest => {
+                self.stats.forgotten += 1;
             }
             (ReqKind::Write { .. } | ReqKind::Guess { .. }, Err(ClientError::Game(_)))
             | (_, Err(ClientError::NotLeader { .. })) => {}

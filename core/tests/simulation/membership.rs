@@ -206,9 +206,7 @@ fn learner_that_cannot_catch_up_is_not_promoted() {
     }
     sim.partition(&[vec![0, 1, 2], vec![3]]);
     match sim.reconfig_and_wait(l, ReqKind::Add(3), 20 * ELECTION_TIMEOUT_MS) {
-        Err(ClientError::Reconfig {
-            retryable: true, ..
-        }) => {}
+        Err(ClientError::LeftAsLearner { id }) if id == node_id(3) => {}
         other => sim.fail(format!("adding a node that cannot catch up: {other:?}")),
     }
     assert!(sim.engine(l).membership().is_learner(&node_id(3)));

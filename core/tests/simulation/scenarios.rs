@@ -34,12 +34,14 @@ fn log_of(epochs: &[(u64, u64)]) -> Vec<Entry> {
                     round: game.round + 1,
                     value,
                     client: "seed".into(),
+                    seq: 0,
                 }
             } else if game.guesses.len() < 2 {
                 Op::Guess {
                     round: game.round,
                     client: format!("g{}", game.guesses.len()),
                     value,
+                    seq: 0,
                 }
             } else {
                 Op::Result(game.result_of_open_round().expect("open round"))
@@ -466,6 +468,7 @@ fn harness_detects_injected_violations() {
             round: 1,
             client: "x".into(),
             value: 1,
+            seq: 0,
         };
         Sim::with_states(name, 1, vec![a, b]);
     });
@@ -529,6 +532,7 @@ fn harness_detects_injected_violations() {
             kind: ReqKind::Read,
             floor: sim.floor,
             reply: None,
+            retry: false,
         });
         sim.on_reply(0, req, Ok(ClientReply::ReadIndex { index: Zxid::ZERO }));
     });
@@ -544,9 +548,11 @@ fn harness_detects_injected_violations() {
             kind: ReqKind::Write {
                 client: "c1".into(),
                 value: 9,
+                seq: 0,
             },
             floor: sim.floor,
             reply: None,
+            retry: false,
         });
         sim.on_reply(
             0,

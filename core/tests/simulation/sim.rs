@@ -1,7 +1,7 @@
 //! The simulation: the [`Sim`] struct, construction, stepping virtual time, carrying out
 //! an engine's outputs like the runtime does, and views of the ensemble (leader, convergence).
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use guessgame_core::{
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::Layer as _;
 
-use crate::clients::Request;
+use crate::clients::{ReqKind, Request};
 use crate::network::{Faults, Packet};
 use crate::node::{node_id, MemoryStore, Node};
 use crate::rng::Rng;
@@ -90,6 +90,11 @@ pub struct Stats {
     pub guesses_ok: u64,
     pub reads_ok: u64,
     pub unknown: u64,
+    /// Numbered moves sent again after an unknown outcome, and how many of those the
+    /// ensemble no longer remembered.
+    pub retries: u64,
+    pub retries_ok: u64,
+    pub forgotten: u64,
     pub reconfigs_ok: u64,
     /// `PeerLost` events delivered: after a crash (a dead process closes its connections)
     /// and spurious ones (a reset on a live connection).
@@ -121,6 +126,14 @@ pub struct Sim {
     /// Message kinds (`Message::kind`) the network loses.
     pub lose_kinds: Vec<&'static str>,
     pub requests: Vec<Request>,
+    /// The last request number a client move got (every move is numbered).
+    pub request_seq: u64,
+    /// Numbered moves whose outcome was unknown: a client may send them again.
+    pub unknown_moves: Vec<ReqKind>,
+    /// Set while [`Sim::retry`] issues its request.
+    pub issuing_retry: bool,
+    /// Every numbered move in the global committed sequence: none may be there twice.
+    pub applied_requests: HashSet<(String, u64)>,
     pub floor: Zxid,
     /// Invariant 1: epoch -> the node that led it.
     pub leaders: BTreeMap<u64, NodeId>,
@@ -184,6 +197,10 @@ impl Sim {
             cut: Vec::new(),
             lose_kinds: Vec::new(),
             requests: Vec::new(),
+            request_seq: 0,
+            unknown_moves: Vec::new(),
+            issuing_retry: false,
+            applied_requests: HashSet::new(),
             floor: Zxid::ZERO,
             leaders: BTreeMap::new(),
             committed: Vec::new(),
@@ -619,7 +636,7 @@ pub fn same_log(a: &Engine, b: &Engine) -> bool {
 pub fn summary(sim: &Sim) -> String {
     let s = &sim.stats;
     format!(
-        "seed {} n={} t={}s epochs={} committed={} writes_ok={} guesses_ok={} reads_ok={} reconfigs_ok={} unknown={} crashes={} power_losses={} stops={} peer_lost={} snapshots={} installs={} partitions={} pauses={} sent={} dropped={} dup={}",
+        "seed {} n={} t={}s epochs={} committed={} writes_ok={} guesses_ok={} reads_ok={} reconfigs_ok={} unknown={} retries={} retries_ok={} forgotten={} crashes={} power_losses={} stops={} peer_lost={} snapshots={} installs={} partitions={} pauses={} sent={} dropped={} dup={}",
         sim.seed,
         sim.n(),
         sim.now / 1000,
@@ -630,6 +647,9 @@ pub fn summary(sim: &Sim) -> String {
         s.reads_ok,
         s.reconfigs_ok,
         s.unknown,
+        s.retries,
+        s.retries_ok,
+        s.forgotten,
         s.crashes,
         s.power_losses,
         s.stops,

@@ -633,6 +633,7 @@ mod tests {
                 round: 1,
                 client: format!("c{c}"),
                 value: c as u32,
+                seq: 0,
             },
         }
     }
@@ -747,6 +748,7 @@ mod tests {
                 guesses: vec![("c1".into(), 7)],
                 last_result: None,
                 applied: zxid,
+                requests: Default::default(),
             },
             config_zxid: Zxid::ZERO,
             config: Membership::of_voters(vec![Member {
@@ -1258,6 +1260,7 @@ mod tests {
                         round: 1,
                         client: client.clone(),
                         value: 1,
+                        seq: 0,
                     },
                 })
                 .collect();

@@ -97,6 +97,7 @@ pub fn durability_of(dbs: &[(String, crate::DbLog)], history: &[Op]) -> (usize, 
         Err(v) => return (0, v),
     };
     let entries = crate::decode_entries(&h.entries);
+    v.extend(applied_once(&entries));
     let by_zxid: std::collections::BTreeMap<(u64, u64), &Entry> =
         entries.iter().map(|e| (pair(e.zxid), e)).collect();
     for (id, d) in dbs {
@@ -197,6 +198,27 @@ pub fn durability_of(dbs: &[(String, crate::DbLog)], history: &[Op]) -> (usize, 
     (entries.len(), v)
 }
 
+/// No numbered move (client id and request number: the clients resend a move whose
+/// outcome was unknown under its number) is in the committed log twice.
+pub fn applied_once(entries: &[Entry]) -> Vec<String> {
+    let mut first = std::collections::HashMap::new();
+    let mut v = Vec::new();
+    for e in entries {
+        if let LogOp::Target { client, seq, .. } | LogOp::Guess { client, seq, .. } = &e.op {
+            if *seq == 0 {
+                continue;
+            }
+            if let Some(at) = first.insert((client.clone(), *seq), e.zxid) {
+                v.push(format!(
+                    "request {seq} of {client} applied twice: at {at} and at {}",
+                    e.zxid
+                ));
+            }
+        }
+    }
+    v
+}
+
 fn pair(z: guessgame_core::Zxid) -> (u64, u64) {
     crate::pair(z)
 }
@@ -210,6 +232,7 @@ fn is_entry_of(op: &Op, e: &Entry) -> bool {
                 round,
                 value,
                 client,
+                ..
             },
         )
         | (
@@ -218,6 +241,7 @@ fn is_entry_of(op: &Op, e: &Entry) -> bool {
                 round,
                 value,
                 client,
+                ..
             },
         ) => *round == op.round && *value == op.value && *client == op.player,
         _ => false,

@@ -119,8 +119,10 @@ fn error_kind(k: ErrorKind) -> &'static str {
         ErrorKind::NoLeader => "no_leader",
         ErrorKind::Unavailable => "unavailable",
         ErrorKind::OutcomeUnknown => "outcome_unknown",
+        ErrorKind::RequestForgotten => "request_forgotten",
         ErrorKind::ReconfigRefused => "reconfig_refused",
         ErrorKind::ReconfigBusy => "reconfig_busy",
+        ErrorKind::ReconfigPartial => "reconfig_partial",
         ErrorKind::Internal => "internal",
     }
 }

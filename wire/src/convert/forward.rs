@@ -8,13 +8,15 @@ use guessgame_core::{ClientError, ClientReply, GameMove};
 pub(super) fn forward_to_pb(req: u64, mv: &GameMove) -> pb::Forward {
     use pb::forward::Op;
     let op = match mv {
-        GameMove::Write { client, value } => Op::Write(pb::MoveOp {
+        GameMove::Write { client, value, seq } => Op::Write(pb::MoveOp {
             client_id: client.clone(),
             value: *value,
+            seq: *seq,
         }),
-        GameMove::Guess { client, value } => Op::Guess(pb::MoveOp {
+        GameMove::Guess { client, value, seq } => Op::Guess(pb::MoveOp {
             client_id: client.clone(),
             value: *value,
+            seq: *seq,
         }),
     };
     pb::Forward { req, op: Some(op) }
@@ -26,14 +28,16 @@ pub(super) fn forward_from_pb(f: pb::Forward) -> Result<(u64, GameMove), WireErr
         Op::Write(m) => GameMove::Write {
             client: m.client_id,
             value: m.value,
+            seq: m.seq,
         },
         Op::Guess(m) => GameMove::Guess {
             client: m.client_id,
             value: m.value,
+            seq: m.seq,
         },
     };
     // Untrusted like any peer input: a move the game would refuse at the door is malformed.
-    let (GameMove::Write { client, value } | GameMove::Guess { client, value }) = &mv;
+    let (GameMove::Write { client, value, .. } | GameMove::Guess { client, value, .. }) = &mv;
     check_value(i64::from(*value))
         .and_then(|_| check_client_id(client))
         .map_err(|e| WireError::Invalid(format!("forwarded move: {e}")))?;
@@ -67,9 +71,12 @@ pub(super) fn forward_reply_to_pb(
         // one with a read index or a configuration. Were it to, the follower could not
         // tell its client what happened.
         Ok(ClientReply::ReadIndex { .. } | ClientReply::Reconfigured { .. })
-        | Err(ClientError::OutcomeUnknown | ClientError::Reconfig { .. }) => {
-            error(Kind::OutcomeUnknown(true))
-        }
+        | Err(
+            ClientError::OutcomeUnknown
+            | ClientError::Reconfig { .. }
+            | ClientError::LeftAsLearner { .. },
+        ) => error(Kind::OutcomeUnknown(true)),
+        Err(ClientError::Forgotten { oldest }) => error(Kind::Forgotten(*oldest)),
         Err(ClientError::NotLeader { leader }) => {
             error(Kind::NotLeader(leader.clone().unwrap_or_default()))
         }
@@ -103,6 +110,7 @@ pub(super) fn forward_reply_from_pb(
             },
             Kind::Game(g) => ClientError::Game(refusal_from_pb(g)?),
             Kind::OutcomeUnknown(_) => ClientError::OutcomeUnknown,
+            Kind::Forgotten(oldest) => ClientError::Forgotten { oldest },
         }),
     };
     Ok((r.req, result))

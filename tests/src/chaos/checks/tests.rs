@@ -15,6 +15,7 @@ fn target(round: u64, value: u32) -> LogOp {
         round,
         value,
         client: "w0".into(),
+        seq: 0,
     }
 }
 
@@ -23,6 +24,7 @@ fn guess(round: u64, client: &str, value: u32) -> LogOp {
         round,
         client: client.into(),
         value,
+        seq: 0,
     }
 }
 
@@ -190,4 +192,28 @@ fn files_that_differ_where_both_hold_entries_or_a_wrong_snapshot_are_reported() 
     lost.snapshot = None;
     let (_, v) = durability_of(&nodes(vec![lost]), &[]);
     assert!(!v.is_empty(), "a compacted log without a snapshot passed");
+}
+
+#[test]
+fn a_numbered_move_committed_twice_is_found() {
+    let numbered = |counter: u64, round: u64, client: &str, seq: u64| Entry {
+        zxid: Zxid::new(1, counter),
+        op: LogOp::Guess {
+            round,
+            client: client.into(),
+            value: 5,
+            seq,
+        },
+    };
+    let once = [
+        numbered(1, 1, "a", 7),
+        numbered(2, 1, "b", 7),
+        numbered(3, 1, "c", 0),
+        numbered(4, 1, "c", 0),
+    ];
+    assert!(applied_once(&once).is_empty(), "{:?}", applied_once(&once));
+    let twice = [numbered(1, 1, "a", 7), numbered(5, 2, "a", 7)];
+    let v = applied_once(&twice);
+    assert_eq!(v.len(), 1);
+    assert!(v[0].contains("request 7 of a applied twice"), "{v:?}");
 }
