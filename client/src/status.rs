@@ -31,6 +31,10 @@ pub struct NodeStatus {
     pub membership: Membership,
     pub voters: u32,
     pub address: String,
+    /// How long the storage write its engine is blocked in has been running, when that is
+    /// a second or more: a slow or full disk, or its database locked by another process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_stalled_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -58,6 +62,7 @@ pub async fn node_status(id: &str, address: &str, timeout: Duration) -> NodeStat
         membership: Membership::Unknown,
         voters: 0,
         address: address.to_string(),
+        storage_stalled_ms: None,
         error: Some(e),
     };
     let ch = match channel(address, timeout) {
@@ -89,6 +94,7 @@ pub async fn node_status(id: &str, address: &str, timeout: Duration) -> NodeStat
                 },
                 voters: r.members,
                 address: address.to_string(),
+                storage_stalled_ms: (r.storage_stalled_ms > 0).then_some(r.storage_stalled_ms),
                 error: None,
             }
         }

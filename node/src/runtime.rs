@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::storage::LogStore;
+use crate::storage::{LogStore, StorageWatch};
 use crate::transport::Transport;
 use guessgame_core::game::Game;
 use guessgame_core::{
@@ -211,6 +211,8 @@ pub struct EngineHandle {
     pub view: SharedView,
     /// Changes of [`Standing`].
     pub standing: watch::Receiver<Standing>,
+    /// How long the storage write the engine thread is blocked in has been running.
+    pub storage: Arc<StorageWatch>,
     pub thread: std::thread::JoinHandle<()>,
 }
 
@@ -225,6 +227,8 @@ pub fn spawn(
     let (standing_tx, standing) = watch::channel(Standing::of(&first));
     let view = Arc::new(RwLock::new(first));
     let shared = view.clone();
+    let storage = StorageWatch::new();
+    let storage_watch = storage.clone();
     let handle = std::thread::Builder::new()
         .name(format!("engine-{}", engine.id()))
         .spawn(move || {
@@ -234,6 +238,7 @@ pub fn spawn(
             let driver = Driver {
                 engine,
                 store,
+                watch: storage_watch,
                 transport,
                 view: shared,
                 standing: standing_tx,
@@ -255,6 +260,7 @@ pub fn spawn(
         commands: tx,
         view,
         standing,
+        storage,
         thread: handle,
     }
 }
@@ -262,6 +268,7 @@ pub fn spawn(
 struct Driver {
     engine: Engine,
     store: Box<dyn LogStore>,
+    watch: Arc<StorageWatch>,
     transport: Box<dyn Transport>,
     view: SharedView,
     standing: watch::Sender<Standing>,
@@ -371,7 +378,10 @@ impl Driver {
             })
             .collect();
         let log_changed = ops.iter().any(StorageOp::changes_log);
-        if let Err(e) = self.store.persist(&ops) {
+        self.watch.begin();
+        let persisted = self.store.persist(&ops);
+        self.watch.end();
+        if let Err(e) = persisted {
             // Continuing would acknowledge what is not on disk.
             tracing::error!(node = %self.engine.id(), "storage failed, stopping: {e}");
             eprintln!("guessgame-node {}: storage failed: {e}", self.engine.id());

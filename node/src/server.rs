@@ -128,10 +128,12 @@ pub async fn run_with(
         .collect();
     let transport =
         GrpcTransport::start_with_identity(&node_id, &advertise, &peers, identity.clone())?;
+    let db_path = store.path().display().to_string();
     let runtime::EngineHandle {
         commands,
         view,
         standing,
+        storage,
         thread: engine_thread,
     } = runtime::spawn(
         engine,
@@ -155,7 +157,15 @@ pub async fn run_with(
         })
     };
 
-    // Health: SERVING once this node is in a working ensemble (leader, or synced follower).
+    let stall_reports = tokio::spawn(crate::storage::report_stalls(
+        storage.clone(),
+        node_id.clone(),
+        db_path,
+    ));
+
+    // Health: SERVING once this node is in a working ensemble (leader, or synced follower),
+    // and while its storage answers: a node whose engine has been blocked in a write for
+    // longer than an election timeout serves nobody (its peers are electing without it).
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // tonic-health starts the whole-server service "" (what the kubelet's gRPC probe asks
     // for by default) as SERVING: not before the node says so.
@@ -167,10 +177,15 @@ pub async fn run_with(
         .await;
     let health = {
         let mut standing = standing.clone();
+        let storage = storage.clone();
+        let stall_limit = Duration::from_millis(config.election_timeout_ms);
         tokio::spawn(async move {
             let mut last = None;
+            let mut every = tokio::time::interval(Duration::from_millis(250));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
-                let serving = standing.borrow_and_update().in_ensemble;
+                let stalled = storage.busy_for().is_some_and(|d| d >= stall_limit);
+                let serving = standing.borrow_and_update().in_ensemble && !stalled;
                 if last != Some(serving) {
                     last = Some(serving);
                     if serving {
@@ -189,8 +204,9 @@ pub async fn run_with(
                             .await;
                     }
                 }
-                if standing.changed().await.is_err() {
-                    break;
+                tokio::select! {
+                    changed = standing.changed() => if changed.is_err() { break },
+                    _ = every.tick() => {}
                 }
             }
         })
@@ -244,7 +260,8 @@ pub async fn run_with(
 
     // One batch of a peer stream; the catch-up pieces (`Config::snapshot_policy`) fit in it.
     let peer_limit = config.max_peer_message_bytes;
-    let services = NodeServices::with_identity(config.clone(), commands.clone(), view, identity);
+    let services = NodeServices::with_identity(config.clone(), commands.clone(), view, identity)
+        .with_storage_watch(storage);
     // Inbound peer streams last until their sender stops: end them when shutdown begins,
     // or the graceful shutdown would wait for them.
     let shutdown = services.closing_peer_streams_on(shutdown);
@@ -259,6 +276,7 @@ pub async fn run_with(
         .await;
     ticker.abort();
     health.abort();
+    stall_reports.abort();
     removal.abort();
     let _ = commands.send(Command::Stop);
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;

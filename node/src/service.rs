@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::identity::{Admission, Identity, ENSEMBLE_HEADER, NODE_HEADER};
 use crate::runtime::{ClientResult, Command, NodeView, SharedView};
+use crate::storage::StorageWatch;
 use guessgame_core::game::{check_client_id, check_value, GameError};
 use guessgame_core::rules::{check_member_id, split_host_port};
 use guessgame_core::{ClientError, ClientOp, ClientReply, Member, NodeId, RoleKind, Snapshot};
@@ -44,6 +45,8 @@ struct Inner {
     closing: tokio::sync::watch::Sender<bool>,
     /// This node's ensemble id: peer calls naming another are refused.
     identity: Identity,
+    /// The engine thread's storage write under way (`status` reports a stall).
+    storage: Arc<StorageWatch>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> pb::Error {
@@ -90,8 +93,17 @@ impl NodeServices {
                 leaders: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::Sender::new(false),
                 identity,
+                storage: StorageWatch::new(),
             }),
         }
+    }
+
+    /// Reports `storage` (the engine's) in `status`; before any clone is made.
+    pub fn with_storage_watch(mut self, storage: Arc<StorageWatch>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_storage_watch before the services are shared")
+            .storage = storage;
+        self
     }
 
     fn view(&self) -> NodeView {
@@ -572,6 +584,11 @@ impl pb::game_server::Game for NodeServices {
             snapshot: Some(zxid_to_pb(v.snapshot)),
             log_start: Some(zxid_to_pb(v.log_start)),
             first_zxid: Some(zxid_to_pb(v.first_zxid)),
+            storage_stalled_ms: self
+                .inner
+                .storage
+                .stalled_for()
+                .map_or(0, |d| d.as_millis() as u64),
         }))
     }
 

@@ -211,6 +211,7 @@ pub fn node(id: &str, role: &str, leader: Option<&str>) -> NodeStatus {
         snapshot: Zxid::default(),
         log_start: Zxid::default(),
         first_zxid: Zxid::default(),
+        storage_stalled_ms: None,
         leader: leader.filter(|_| answered).map(str::to_string),
         membership: if answered { "voter" } else { "unknown" }.into(),
         voters: if answered { 3 } else { 0 },

@@ -93,6 +93,7 @@ mod tests {
                 snapshot: Zxid::ZERO,
                 log_start: Zxid::ZERO,
                 first_zxid: Zxid::new(2, 1),
+                storage_stalled_ms: None,
                 leader: Some("node1".into()),
                 membership: Membership::Voter,
                 voters: 1,

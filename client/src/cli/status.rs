@@ -65,6 +65,13 @@ fn table(st: &EnsembleStatus) -> String {
             n.log_start,
             n.address
         );
+        if let Some(ms) = n.storage_stalled_ms {
+            out.pop();
+            out += &format!(
+                "  STORAGE STALLED {:.1} s (slow or full disk, or its database locked)\n",
+                ms as f64 / 1000.0
+            );
+        }
     }
     out
 }
@@ -91,6 +98,7 @@ mod tests {
                     snapshot: Zxid::new(3, 10),
                     log_start: Zxid::new(3, 6),
                     first_zxid: Zxid::new(3, 7),
+                    storage_stalled_ms: None,
                     leader: Some("node2".into()),
                     membership: Membership::Voter,
                     voters: 3,
@@ -107,6 +115,7 @@ mod tests {
                     snapshot: Zxid::ZERO,
                     log_start: Zxid::ZERO,
                     first_zxid: Zxid::ZERO,
+                    storage_stalled_ms: None,
                     leader: None,
                     membership: Membership::Unknown,
                     voters: 0,

@@ -4,10 +4,12 @@ mod housekeeping;
 mod lock;
 mod memory;
 mod sqlite;
+mod stall;
 
 pub use lock::lock_path;
 pub use memory::MemoryStore;
 pub use sqlite::{log_file_name, SqliteLog, StorageError};
+pub use stall::{report_stalls, StorageWatch, STALL_REPORTED_AFTER};
 
 use guessgame_core::{Persistent, StorageOp};
 

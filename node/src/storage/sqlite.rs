@@ -30,6 +30,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
 use thiserror::Error;
@@ -150,6 +151,12 @@ fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// SQLite's busy handler for the engine's connection: try again in 10 ms, for ever.
+fn wait_out_a_lock(_attempts: i32) -> bool {
+    std::thread::sleep(Duration::from_millis(10));
+    true
 }
 
 /// Creates the log at `path` complete or not at all: built under a temporary name beside
@@ -350,6 +357,12 @@ impl SqliteLog {
         if version == 1 {
             upgrade_from_v1(&mut conn).map_err(&sql)?;
         }
+        // Another process holding the database locked (`sqlite3 … .backup` into it, an open
+        // write transaction) is waited out, however long, rather than failing the write
+        // after rusqlite's default 5 s (which stopped the node): a lock is not a failed
+        // fsync. The wait shows as a storage stall in `status`, the health services and
+        // the log (`storage::StorageWatch`).
+        conn.busy_handler(Some(wait_out_a_lock)).map_err(&sql)?;
         conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)
             .map_err(&sql)?;
         conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64)
