@@ -62,6 +62,11 @@ pub struct Game {
     /// What the recent numbered requests did, so that a retry is answered, not applied again.
     #[serde(default, skip_serializing_if = "Requests::is_empty")]
     pub requests: Requests,
+    /// The last entry applied was a round's result: a target right after it is the write
+    /// that closed that round. (A log may end between the two, and a new epoch's first
+    /// entry comes between them then: that target closed nothing.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub result_just_applied: bool,
 }
 
 /// How many clients the game remembers requests of (the least recently active is forgotten
@@ -179,8 +184,12 @@ impl Game {
                 client,
                 seq,
             } => {
-                // The write that opened `round` closed the round before it, if any.
-                let closed = self.last_result.clone().filter(|r| r.round + 1 == *round);
+                // What this write closed: the result just before it, if any (a write's
+                // result and target are consecutive entries of one proposal).
+                let closed = self
+                    .last_result
+                    .clone()
+                    .filter(|r| self.result_just_applied && r.round + 1 == *round);
                 self.round = *round;
                 self.target = Some(*value);
                 self.guesses.clear();
@@ -213,6 +222,7 @@ impl Game {
                 self.last_result = Some(result.clone());
             }
         }
+        self.result_just_applied = matches!(entry.op, Op::Result(_));
         self.applied = entry.zxid;
     }
 
@@ -448,5 +458,35 @@ mod tests {
             .unwrap()
             .requests
             .is_empty());
+    }
+
+    #[test]
+    fn a_target_after_a_new_epoch_began_closed_nothing_even_if_a_result_came_before() {
+        // A log that ended between a write's result and its target: the next leader's
+        // write (after its NEWLEADER entry) opens the next round and closes nothing.
+        let mut g = Game::default();
+        write(&mut g, "alice", 50, 1);
+        let result = g.result_of_open_round().unwrap();
+        apply_ops(
+            &mut g,
+            vec![
+                Op::Result(result),
+                Op::NewLeader {
+                    leader: "n2".into(),
+                },
+            ],
+        );
+        write(&mut g, "bob", 60, 2);
+        let Seen::Applied(done) = g.requests.seen("bob", 2) else {
+            panic!("bob's write forgotten");
+        };
+        assert_eq!(
+            done.applied,
+            Applied::Wrote {
+                round: 2,
+                target: 60,
+                closed: None
+            }
+        );
     }
 }

@@ -64,6 +64,9 @@ impl Persistent {
 }
 
 /// A change to durable state. Carried out atomically per batch by the storage layer.
+// `SaveSnapshot` (a whole game state inline) is the large one; it comes once per snapshot,
+// against thousands of the others, so boxing it would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageOp {
     SetAcceptedEpoch(u64),

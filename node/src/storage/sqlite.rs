@@ -762,6 +762,7 @@ mod tests {
                 last_result: None,
                 applied: zxid,
                 requests: Default::default(),
+                result_just_applied: false,
             },
             config_zxid: Zxid::ZERO,
             config: Membership::of_voters(vec![Member {
