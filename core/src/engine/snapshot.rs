@@ -82,7 +82,7 @@ impl Engine {
         received: u64,
         out: &mut Vec<Output>,
     ) {
-        let now = self.now;
+        let (now, patience) = (self.now, self.timing.election_timeout_ms / 2);
         let Role::Leading(l) = &mut self.role else {
             return;
         };
@@ -97,7 +97,8 @@ impl Engine {
             zxid: sending,
             data,
             acked,
-            ..
+            sent,
+            at,
         } = &mut p.sync
         else {
             return;
@@ -110,6 +111,11 @@ impl Engine {
             // snapshot, if we compacted past this one meanwhile).
             p.acked = p.acked.max(zxid);
             self.start_sync(&from, zxid, out);
+        } else if received == *sent && now.saturating_sub(*at) < patience {
+            // The piece at `received` is on its way already: this answer is a duplicate or
+            // came late. Sending it again for every such answer let duplicated messages
+            // multiply without end (simulation seed 751: 50,000 pieces in one millisecond);
+            // a piece that is lost is sent again by `resend_stalled_syncs`.
         } else {
             *acked = received;
             self.send_snapshot_piece(&from, out);
