@@ -321,7 +321,14 @@ impl Engine {
             return;
         };
         let first = !s.heard.contains_key(&from);
-        let voter = self.log.config().is_voter(&from);
+        // A voter of the configuration in use, or one that is leaving it (a voter of the
+        // committed configuration while the one without it is not committed yet): such a
+        // node may stand (`maybe_stand`), so it must be ranked against us too. Ignoring it
+        // let it and a lower-ranked voter stand at once, each refusing the other, round
+        // after round (simulation: membership_campaign seed 2635, 30 epochs, no leader).
+        let voter = self.log.config().is_voter(&from)
+            || (self.log.config_zxid() > self.log.committed()
+                && self.log.committed_membership().1.is_voter(&from));
         if voter {
             let heard = Heard {
                 creds,
