@@ -2,7 +2,7 @@
 //! quorum to commit, and re-sending what a follower lost. Also where any member's commit
 //! point advances.
 
-use super::events::{ClientError, Output};
+use super::events::{ClientError, ClientReply, Output, RequestId};
 use super::messages;
 use super::quorum::quorum_value;
 use super::state::{Role, SyncState};
@@ -226,28 +226,10 @@ impl Engine {
                 result: Ok(p.reply),
             });
         }
-        l.refusals.retain(|(req, e, zxid)| {
-            if *zxid <= candidate {
-                out.push(Output::Reply {
-                    req: *req,
-                    result: Err(ClientError::Game(e.clone())),
-                });
-                false
-            } else {
-                true
-            }
+        answer_committed(&mut l.refusals, candidate, out, |e| {
+            Err(ClientError::Game(e))
         });
-        l.replays.retain(|(req, reply, zxid)| {
-            if *zxid <= candidate {
-                out.push(Output::Reply {
-                    req: *req,
-                    result: Ok(reply.clone()),
-                });
-                false
-            } else {
-                true
-            }
-        });
+        answer_committed(&mut l.replays, candidate, out, Ok);
         let in_sync = l.in_sync_followers();
         for m in in_sync {
             let msg = Message::Commit {
@@ -290,5 +272,21 @@ impl Engine {
             tracing::warn!(node = %self.id, %config_zxid, "removed from the ensemble");
             self.removed = true;
         }
+    }
+}
+
+/// Answers the requests in `waiting` whose answer waited for the entry they name to commit
+/// (`through` is committed now), in the order they came; the others keep waiting.
+fn answer_committed<T>(
+    waiting: &mut Vec<(RequestId, T, Zxid)>,
+    through: Zxid,
+    out: &mut Vec<Output>,
+    result: impl Fn(T) -> Result<ClientReply, ClientError>,
+) {
+    for (req, answer, _) in waiting.extract_if(.., |(_, _, zxid)| *zxid <= through) {
+        out.push(Output::Reply {
+            req,
+            result: result(answer),
+        });
     }
 }
