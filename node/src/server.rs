@@ -260,8 +260,8 @@ pub async fn run_with(
 
     // One batch of a peer stream; the catch-up pieces (`Config::snapshot_policy`) fit in it.
     let peer_limit = config.max_peer_message_bytes;
-    let services = NodeServices::with_identity(config.clone(), commands.clone(), view, identity)
-        .with_storage_watch(storage);
+    let services =
+        NodeServices::with_identity(config.clone(), commands.clone(), view, identity, storage);
     // Inbound peer streams last until their sender stops: end them when shutdown begins,
     // or the graceful shutdown would wait for them.
     let shutdown = services.closing_peer_streams_on(shutdown);

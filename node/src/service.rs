@@ -75,15 +75,23 @@ enum Outcome<T> {
 impl NodeServices {
     /// Services of a node that has no ensemble id yet (it takes the first a peer names).
     pub fn new(config: Config, commands: mpsc::UnboundedSender<Command>, view: SharedView) -> Self {
-        Self::with_identity(config, commands, view, Identity::unknown())
+        Self::with_identity(
+            config,
+            commands,
+            view,
+            Identity::unknown(),
+            StorageWatch::new(),
+        )
     }
 
-    /// Services of a node of the ensemble `identity` names.
+    /// Services of a node of the ensemble `identity` names; `storage` is its engine's (a
+    /// stalled write shows in `status`).
     pub fn with_identity(
         config: Config,
         commands: mpsc::UnboundedSender<Command>,
         view: SharedView,
         identity: Identity,
+        storage: Arc<StorageWatch>,
     ) -> Self {
         NodeServices {
             inner: Arc::new(Inner {
@@ -93,17 +101,9 @@ impl NodeServices {
                 leaders: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::Sender::new(false),
                 identity,
-                storage: StorageWatch::new(),
+                storage,
             }),
         }
-    }
-
-    /// Reports `storage` (the engine's) in `status`; before any clone is made.
-    pub fn with_storage_watch(mut self, storage: Arc<StorageWatch>) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("with_storage_watch before the services are shared")
-            .storage = storage;
-        self
     }
 
     fn view(&self) -> NodeView {

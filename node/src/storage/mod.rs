@@ -9,7 +9,7 @@ mod stall;
 pub use lock::lock_path;
 pub use memory::MemoryStore;
 pub use sqlite::{log_file_name, SqliteLog, StorageError};
-pub use stall::{report_stalls, StorageWatch, STALL_REPORTED_AFTER};
+pub use stall::{report_stalls, StorageWatch};
 
 use guessgame_core::{Persistent, StorageOp};
 
