@@ -42,6 +42,11 @@ impl Sim {
     // ------------------------------------------------------------------ clients
 
     pub fn request(&mut self, i: usize, kind: ReqKind) -> u64 {
+        self.send_request(i, kind, false)
+    }
+
+    /// Issues `kind` to node `i`; `retry`: a move sent again under its number.
+    fn send_request(&mut self, i: usize, kind: ReqKind, retry: bool) -> u64 {
         let req = self.requests.len() as u64 + 1;
         self.requests.push(Request {
             node: i,
@@ -49,7 +54,7 @@ impl Sim {
             kind: kind.clone(),
             floor: self.floor,
             reply: None,
-            retry: std::mem::take(&mut self.issuing_retry),
+            retry,
         });
         let ev = match kind {
             ReqKind::Write { client, value, seq } => Event::Propose {
@@ -119,8 +124,7 @@ impl Sim {
     /// Sends a move whose outcome was unknown again, to node `i`, under its number.
     pub fn retry(&mut self, i: usize, kind: ReqKind) -> u64 {
         self.stats.retries += 1;
-        self.issuing_retry = true;
-        self.request(i, kind)
+        self.send_request(i, kind, true)
     }
 
     pub fn read(&mut self, i: usize) -> u64 {

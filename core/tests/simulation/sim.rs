@@ -130,8 +130,6 @@ pub struct Sim {
     pub request_seq: u64,
     /// Numbered moves whose outcome was unknown: a client may send them again.
     pub unknown_moves: Vec<ReqKind>,
-    /// Set while [`Sim::retry`] issues its request.
-    pub issuing_retry: bool,
     /// Every numbered move in the global committed sequence: none may be there twice.
     pub applied_requests: HashSet<(String, u64)>,
     pub floor: Zxid,
@@ -199,7 +197,6 @@ impl Sim {
             requests: Vec::new(),
             request_seq: 0,
             unknown_moves: Vec::new(),
-            issuing_retry: false,
             applied_requests: HashSet::new(),
             floor: Zxid::ZERO,
             leaders: BTreeMap::new(),
